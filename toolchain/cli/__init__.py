@@ -1,0 +1,53 @@
+"""The `stack` command line.
+
+Each command group lives in its own module and registers itself on `app` here.
+Every command exits non-zero with one clear line on error (see `toolchain.cli._errors`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+import typer
+
+from toolchain import __version__
+
+app = typer.Typer(
+    name="stack",
+    help="GitOps for a team's local LLMs: stacks, plan/apply, and an Ollama-compatible server.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """GitOps for a team's local LLMs."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `stack` console script; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        app(args=args, prog_name="stack", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except SystemExit as exc:  # click's usage errors
+        return int(exc.code or 0)
+    except Exception as exc:  # noqa: BLE001 - the one place errors become CLI lines
+        from toolchain.cli._errors import report
+
+        return report(exc)
+    return 0
