@@ -17,6 +17,7 @@ from toolchain.errors import CorralError
 from toolchain.modelfile import (
     Modelfile,
     ModelfileError,
+    check,
     expand_path,
     format,
     parse,
@@ -197,7 +198,7 @@ def test_parameter_errors_carry_their_line():
 
 def test_deprecated_parameters_warn():
     req = to_create_request(parse("FROM x\nPARAMETER mirostat 2\n"), ".", exists=_no_files)
-    assert req.parameters == {} and req.warnings == ["parameter mirostat is deprecated"]
+    assert req.parameters == {} and req.warnings == [(2, "parameter mirostat is deprecated")]
 
 
 @pytest.mark.parametrize(
@@ -229,3 +230,27 @@ def test_body_leaves_out_empty_fields():
     # Ollama's omitempty: an empty SYSTEM is not sent at all
     assert req.system == ""
     assert req.body() == {"from": "x"}
+
+
+def test_check_collects_every_problem(tmp_path):
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    mf = parse(
+        "FROM ./m.gguf\nPARAMETER top_k x\nPARAMETER foo 1\nPARAMETER mirostat 1\n"
+        "ADAPTER ./none.gguf\nREQUIRES soon\nPARAMETER temperature 0.3\n"
+    )
+    result = check(mf, str(tmp_path))
+    assert [(e.line, str(e)) for e in result.errors] == [
+        (2, "invalid int value [x]"),
+        (3, "unknown parameter 'foo'"),
+        (5, "ADAPTER ./none.gguf: no such file or directory"),
+        (6, "requires must be a valid semver (e.g. 0.14.0)"),
+    ]
+    assert result.warnings == [(4, "parameter mirostat is deprecated")]
+    assert check(parse("FROM ./m.gguf\nPARAMETER top_k 3\n"), str(tmp_path)) == ([], [])
+
+
+def test_two_spaces_after_parameter_make_an_empty_name():
+    # Ollama's parser quirk, kept: the name ends at the first space after PARAMETER.
+    mf = parse("FROM a\nPARAMETER  temperature 0.5\n")
+    assert mf.commands[1] == ("", "temperature 0.5")
+    assert [str(e) for e in check(mf, ".", exists=_no_files).errors] == ["unknown parameter ''"]
