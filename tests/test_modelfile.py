@@ -254,3 +254,46 @@ def test_two_spaces_after_parameter_make_an_empty_name():
     mf = parse("FROM a\nPARAMETER  temperature 0.5\n")
     assert mf.commands[1] == ("", "temperature 0.5")
     assert [str(e) for e in check(mf, ".", exists=_no_files).errors] == ["unknown parameter ''"]
+
+
+def test_blob_references_of_the_old_create_api():
+    digest = "sha256:" + "ab" * 32
+    req = to_create_request(parse(f"FROM @{digest}\nADAPTER @{digest.upper().replace('SHA256', 'sha256')}\n"), ".",
+                            exists=_no_files)
+    assert req.model_blobs == [digest] and req.adapter_blobs == [digest]
+    assert req.from_ is None and req.model_files == [] and req.body() == {}
+    with pytest.raises(ModelfileError):  # a short digest is neither a blob nor a name
+        to_create_request(parse("FROM @sha256:abc\n"), ".", exists=_no_files)
+
+
+def test_parameters_pairs():
+    mf = parse("FROM a\nPARAMETER stop x\nSYSTEM s\nPARAMETER top_k 2\nMESSAGE user hi\n")
+    assert mf.parameters() == [("stop", "x"), ("top_k", "2")]
+
+
+def test_random_inputs_never_crash_and_fmt_never_changes_meaning():
+    import random
+
+    rng = random.Random(20261125)
+    keywords = ["FROM ", "from\t", "PARAMETER stop ", "PARAMETER top_k ", "SYSTEM ", "MESSAGE user ",
+                "TEMPLATE ", "LICENSE ", "# ", "  # ", "", "ADAPTER "]
+    values = ["x", "a b", " ", "\t", '"', '"""', "'", "#", "é", "\x07", "\ufeff", "\u00a0", "\n", "\r\n", "\r"]
+    parsed = 0
+    for _ in range(3000):
+        lines = [rng.choice(keywords) + "".join(rng.choice(values) for _ in range(rng.randint(0, 5)))
+                 for _ in range(rng.randint(1, 5))]
+        lines.insert(rng.randint(0, len(lines)), "FROM base")
+        text = rng.choice(["\n", "\r\n"]).join(lines)
+        try:
+            mf = parse(text)
+        except ModelfileError:
+            continue
+        parsed += 1
+        format(mf)  # Ollama's rendering never fails
+        try:
+            out = format(mf, keep_comments=True)
+        except ModelfileError:
+            continue  # refused rather than written wrong
+        assert parse(out) == mf
+        assert format(parse(out), keep_comments=True) == out
+    assert parsed > 1000  # the generator does reach valid files

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
 from toolchain.errors import CorralError
-from toolchain.names import parse_name
+from toolchain.names import is_digest, parse_name
 
 __all__ = [
     "KEYWORDS",
@@ -65,6 +65,10 @@ ERR_INVALID_COMMAND = (
 ERR_INVALID_ROLE = 'message role must be one of "system", "user", or "assistant"'
 ERR_EOF = "unexpected EOF"
 
+# Internal names of the non-PARAMETER instructions.
+_INSTRUCTION_NAMES = frozenset(
+    {"model", "adapter", "license", "template", "system", "message", "renderer", "parser", "requires", "draft"}
+)
 # Commands rendered as ``KEYWORD <value>``; everything not listed is a PARAMETER.
 _PLAIN_KEYWORDS = frozenset(
     {"license", "template", "system", "adapter", "renderer", "parser", "requires", "draft"}
@@ -114,6 +118,10 @@ class Modelfile:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "commands", tuple(Command(*c) for c in self.commands))
+
+    def parameters(self) -> list[tuple[str, str]]:
+        """The ``PARAMETER`` lines as ``(name, value)`` pairs, in file order."""
+        return [(c.name, c.args) for c in self.commands if c.name not in _INSTRUCTION_NAMES]
 
     def line_of(self, index: int) -> int | None:
         return self.lines[index] if index < len(self.lines) and self.lines[index] else None
@@ -444,12 +452,17 @@ class CreateRequest:
     ``model_files``/``adapter_files``/``draft_files`` are the local paths whose
     contents the caller must upload (a directory stands for the model files in
     it); ``body()`` then builds the JSON request from the resulting digests.
+    ``model_blobs``/``adapter_blobs`` hold the digests of ``FROM @sha256:<hex>``
+    / ``ADAPTER @sha256:<hex>`` lines: blobs already on the server, which is how
+    Ollama's old (<= v0.5.4) client rewrote local files in the ``modelfile`` it sent.
     """
 
     from_: str | None = None
     model_files: list[LocalPath] = field(default_factory=list)
     adapter_files: list[LocalPath] = field(default_factory=list)
     draft_files: list[LocalPath] = field(default_factory=list)
+    model_blobs: list[str] = field(default_factory=list)  # FROM @sha256:<hex> (digests)
+    adapter_blobs: list[str] = field(default_factory=list)  # ADAPTER @sha256:<hex>
     template: str | None = None
     system: str | None = None
     renderer: str | None = None
@@ -546,7 +559,9 @@ def _apply(req: CreateRequest, modelfile: Modelfile, i: int, base_dir: str,
     name, args = modelfile.commands[i]
     line = modelfile.line_of(i)
     try:
-        if name == "model":
+        if name in ("model", "adapter") and _is_blob_ref(args):
+            (req.model_blobs if name == "model" else req.adapter_blobs).append(args[1:].lower())
+        elif name == "model":
             path = expand_path(args, base_dir)
             if exists(path):
                 _reject_same_path("DRAFT", path, req.draft_files)
@@ -586,6 +601,10 @@ def _apply(req: CreateRequest, modelfile: Modelfile, i: int, base_dir: str,
                 req.parameters[name] = value
     except (ModelfileError, ValueError) as exc:
         raise _at_line(exc, line) from exc
+
+
+def _is_blob_ref(value: str) -> bool:
+    return value.startswith("@") and is_digest(value[1:])
 
 
 def _reject_same_path(keyword: str, path: str, others: list[LocalPath]) -> None:
