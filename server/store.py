@@ -421,6 +421,35 @@ class Store:
             self._prune_layers(manifest)
         return manifest
 
+    def verify(self, *, hash_blobs: bool = True) -> list[str]:
+        """Check the store's invariants; returns one line per problem (empty when sound): every
+        manifest parses, every blob it references exists, and every blob hashes to its name."""
+        problems = []
+        for path in sorted(self.manifests_dir.glob("*/*/*/*")):
+            if not path.is_file() or path.name.startswith(TMP_PREFIX):
+                continue
+            rel = path.relative_to(self.manifests_dir)
+            try:
+                manifest = Manifest.parse(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                problems.append(f"manifest {rel}: {exc}")
+                continue
+            for d in manifest.descriptors():
+                if not self.blob_path(d.digest).is_file():
+                    problems.append(f"manifest {rel}: missing blob {d.digest}")
+        if hash_blobs:
+            for path in sorted(self.blobs_dir.iterdir()):
+                m = _BLOB_FILE.fullmatch(path.name)
+                if m is None or not path.is_file():
+                    continue
+                h = hashlib.sha256()
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(_CHUNK), b""):
+                        h.update(chunk)
+                if h.hexdigest() != m.group(1):
+                    problems.append(f"blob {path.name}: content hashes to sha256:{h.hexdigest()}")
+        return problems
+
     # -- locking ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
