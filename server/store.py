@@ -403,7 +403,7 @@ class Store:
     def copy(self, src: Name, dst: Name) -> Manifest:
         """Copy `src`'s manifest bytes to `dst` (blobs are shared). ModelNotFound if src is absent."""
         src, dst = self.resolve(src), self.resolve(dst)
-        with self.lock(dst):
+        with self.lock(dst), self._store_lock:  # no prune between reading src and writing dst
             manifest = self.read_manifest(src)
             if self.manifest_path(src) == self.manifest_path(dst):
                 return manifest
