@@ -162,7 +162,7 @@ def tags(request: Request) -> Response:
                     modified_at=go_time(entry.manifest.mtime),
                     size=entry.manifest.size(),
                     digest=entry.manifest.digest,
-                    details=ModelDetails(**details),
+                    details=ModelDetails(**{**details, "parent_model": ""}),  # always "" in Ollama's list
                     capabilities=caps or None,
                 ),
             )
@@ -198,7 +198,7 @@ def _show(store: Store, raw: bytes) -> Response:
         if "missing blob" in exc.message:
             raise
         raise ModelNotFound(f"model '{name.display_shortest()}' not found") from None
-    body = store_model.show(model, store, verbose=req.verbose, system=req.system)
+    body = store_model.show(model, store, verbose=req.verbose, system=req.system, options=req.options)
     body["modified_at"] = go_time(model.manifest.mtime)
     return JSONResponse(body)
 
