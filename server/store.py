@@ -22,6 +22,7 @@ The only code that touches the store's files. Its guarantees:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -261,7 +262,14 @@ class Store:
         """
         if expected is not None:
             expected = normalize_digest(expected)
-        source = _iter_chunks(chunks)
+        try:
+            return self._write_blob(_iter_chunks(chunks), expected)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise ServerError("no space left on device for the model store", 507) from None
+            raise
+
+    def _write_blob(self, source: Iterator[bytes], expected: str | None) -> BlobResult:
         h = hashlib.sha256()
         size = 0
         with self._temp_file(self.blobs_dir) as (tmp_path, f):

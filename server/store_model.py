@@ -96,7 +96,8 @@ class Model:
 
         info = self.gguf(store)
         if info is not None:
-            add("embedding" if info.get("pooling_type") is not None else "completion")
+            embeds = info.get("pooling_type") is not None or info.get("attention.causal") is False
+            add("embedding" if embeds else "completion")
         for c in self.config.get("capabilities") or []:
             if isinstance(c, str):
                 add(c)

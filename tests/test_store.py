@@ -405,3 +405,16 @@ def test_verify_reports_damage(store):
     store.blob_path(m.layers[0].digest).unlink()
     problems = store.verify()
     assert any("missing blob" in p for p in problems) and any("hashes to" in p for p in problems)
+
+
+def test_disk_full_is_507_and_leaves_nothing(store, monkeypatch):
+    import errno as errno_mod
+
+    def full(_f):
+        raise OSError(errno_mod.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("server.store._fsync_file", full)
+    with pytest.raises(Exception) as err:
+        store.put_bytes(b"data")
+    assert getattr(err.value, "status", None) == 507
+    assert all_files(store) == []

@@ -181,6 +181,19 @@ def show_info(resp: dict[str, Any], verbose: bool = False) -> str:
     section("Model", rows)
     if resp.get("capabilities"):
         section("Capabilities", [[c] for c in resp["capabilities"]])
+    projector = resp.get("projector_info")
+    if projector:
+        parch = projector.get("general.architecture") if isinstance(projector.get("general.architecture"), str) else ""
+        prow = [["architecture", parch]] if parch else []
+        if isinstance(projector.get("general.parameter_count"), (int, float)):
+            prow.append(["parameters", human_number(int(projector["general.parameter_count"]))])
+        for suffix, label in (("embedding_length", "embedding length"), ("projection_dim", "dimensions")):
+            for modality in ("vision", "audio"):
+                value = projector.get(f"{parch}.{modality}.{suffix}")
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    prow.append([label, _number(value)])
+                    break
+        section("Projector", prow)
     if resp.get("parameters"):
         section("Parameters", [line.split() for line in resp["parameters"].splitlines() if line.strip()])
     if verbose and info:
