@@ -31,7 +31,7 @@ import secrets
 import threading
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Iterable, Iterator
 
@@ -380,7 +380,7 @@ class Store:
                 if not self.blob_path(d.digest).is_file():
                     raise MissingBlob(d.digest, "manifest references blob")
             old = self._read_quiet(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(path.parent)
             with self._temp_file(path.parent) as (tmp_path, f):
                 f.write(raw)
                 _fsync_file(f)
@@ -560,6 +560,17 @@ class Store:
             directory = directory.parent
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create the manifest directories down to `directory`, each new entry fsynced into its
+        parent so a crash cannot lose a directory whose manifest was already reported written."""
+        missing = []
+        while not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        for d in reversed(missing):
+            d.mkdir(exist_ok=True)
+            _fsync_dir(d.parent)
 
     @staticmethod
     def _read_quiet(path: Path) -> Manifest | None:

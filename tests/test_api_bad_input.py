@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
-from pathlib import Path
 
 import httpx
 import pytest

@@ -7,7 +7,6 @@ manage a real Ollama as well as `stack serve`. Results go to stdout, progress to
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
