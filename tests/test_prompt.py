@@ -402,3 +402,20 @@ def test_generate_truncates_with_a_tokenizer():
 def test_generate_bad_request_template_is_client_error():
     with pytest.raises(TemplateError):
         generate_prompt(CHATML, prompt="hi", request_template="{{ if }}")
+
+
+def test_tools_render_like_ollama_head():
+    """`.Function` has no String method in Ollama's template values: it prints as a Go struct
+    (its properties as JSON); a tool without properties marshals them as null."""
+    src = "{{ range .Messages }}{{ end }}{{ json .Tools }}|{{ range .Tools }}{{ .Function }};{{ end }}"
+    tools = [
+        {"type": "function", "function": {"name": "f", "description": "d"}},
+        {"type": "function", "function": {"name": "g", "parameters": {"type": "object", "required": ["a"], "properties": {"a": {"type": "string"}}}}},
+    ]
+    got = execute(src, Values(messages=[{"role": "user", "content": "x"}], tools=tools))
+    assert got == (
+        '[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"","properties":null}}},'
+        '{"type":"function","function":{"name":"g","description":"","parameters":{"type":"object","required":["a"],'
+        '"properties":{"a":{"type":"string"}}}}}]'
+        '|{f d { <nil> <nil> [] {}}};{g  {object <nil> <nil> [a] {"a":{"type":"string"}}}};'
+    )
