@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pytest
 
@@ -404,10 +405,11 @@ def test_generate_bad_request_template_is_client_error():
         generate_prompt(CHATML, prompt="hi", request_template="{{ if }}")
 
 
-def test_tools_render_like_ollama_head():
-    """`.Function` has no String method in Ollama's template values: it prints as a Go struct
-    (its properties as JSON); a tool without properties marshals them as null."""
-    src = "{{ range .Messages }}{{ end }}{{ json .Tools }}|{{ range .Tools }}{{ .Function }};{{ end }}"
+def test_tools_render_as_json():
+    """`.Tools`, `.Function` and `.Function.Parameters` print as JSON (`.Function` on purpose
+    unlike Ollama HEAD, see values.TemplateToolFunction); a tool without properties marshals
+    them as null, as in Ollama."""
+    src = "{{ range .Messages }}{{ end }}{{ json .Tools }}|{{ range .Tools }}{{ .Function }};{{ .Function.Parameters }};{{ end }}"
     tools = [
         {"type": "function", "function": {"name": "f", "description": "d"}},
         {"type": "function", "function": {"name": "g", "parameters": {"type": "object", "required": ["a"], "properties": {"a": {"type": "string"}}}}},
@@ -417,5 +419,17 @@ def test_tools_render_like_ollama_head():
         '[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"","properties":null}}},'
         '{"type":"function","function":{"name":"g","description":"","parameters":{"type":"object","required":["a"],'
         '"properties":{"a":{"type":"string"}}}}}]'
-        '|{f d { <nil> <nil> [] {}}};{g  {object <nil> <nil> [a] {"a":{"type":"string"}}}};'
+        '|{"name":"f","description":"d","parameters":{"type":"","properties":null}};{"type":"","properties":null};'
+        '{"name":"g","description":"","parameters":{"type":"object","required":["a"],"properties":{"a":{"type":"string"}}}};'
+        '{"type":"object","required":["a"],"properties":{"a":{"type":"string"}}};'
     )
+
+
+TOOL_VECTORS = json.loads((Path(__file__).parent / "data" / "ollama_tool_templates.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("case", TOOL_VECTORS["cases"], ids=[c["name"] for c in TOOL_VECTORS["cases"]])
+def test_ollama_tool_template_vectors(case):
+    """Ollama's tool-template renders (system, tool calls, tool results, tools list)."""
+    got = chat_prompt(case["template"], TOOL_VECTORS["messages"], TOOL_VECTORS["tools"], num_ctx=1 << 20, count_tokens=words)
+    assert got == case["expect"]

@@ -244,3 +244,27 @@ def test_tools_may_be_pydantic_like_objects():
     parser = ToolCallParser(QWEN, [Tool("add")])
     content, calls = parser.feed('<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>')
     assert calls[0]["function"] == {"index": 0, "name": "add", "arguments": {"a": 1}}
+
+
+OLLAMA_V06 = {c["name"]: c["template"] for c in __import__("json").loads(
+    (__import__("pathlib").Path(__file__).parent / "data" / "ollama_tool_templates.json").read_text(encoding="utf-8"))["cases"]}
+TWO_CALLS = [("get_current_weather", {"format": "fahrenheit", "location": "San Francisco, CA"}),
+             ("get_current_weather", {"format": "celsius", "location": "Toronto, Canada"})]
+REAL_TEMPLATE_CASES = [
+    ("firefunction", ' functools[{"name": "get_current_weather", "arguments": {"format":"fahrenheit","location":"San Francisco, CA"}},'
+                     '{"name": "get_current_weather", "arguments": {"format":"celsius","location":"Toronto, Canada"}}]'),
+    ("llama3-groq-tool-use", '<tool_call>\n{"name": "get_current_weather", "arguments": {"format":"fahrenheit","location":"San Francisco, CA"}}\n'
+                             '{"name": "get_current_weather", "arguments": {"format":"celsius","location":"Toronto, Canada"}}\n</tool_call>'),
+    ("nemotron", '<toolcall>{"name": "get_current_weather", "arguments": {"format":"fahrenheit","location":"San Francisco, CA"}},'
+                 '{"name": "get_current_weather", "arguments": {"format":"celsius","location":"Toronto, Canada"}}]} </toolcall>'),
+]
+
+
+@pytest.mark.parametrize("model,output", REAL_TEMPLATE_CASES, ids=[c[0] for c in REAL_TEMPLATE_CASES])
+def test_real_model_templates(model, output):
+    """Outputs from Ollama's v0.6.0 TestExecuteWithTools, parsed with those models' templates."""
+    tools = [_tool("get_current_weather")]
+    for pieces in ([output], list(output)):
+        _, content, calls = _run(OLLAMA_V06[model], pieces, tools)
+        assert content.strip() == ""
+        assert [(c["function"]["name"], c["function"]["arguments"]) for c in calls] == TWO_CALLS

@@ -112,6 +112,9 @@ class TemplateToolFunctionParameters:
 
     __go_type__ = "template.templateToolFunctionParameters"
 
+    def __go_str__(self) -> str:  # see TemplateToolFunction.__go_str__
+        return marshal_json(self)
+
     def __go_json__(self) -> Any:
         out = OrderedMap(type=self.Type)
         if self.Defs is not None:
@@ -131,6 +134,13 @@ class TemplateToolFunction:
     Parameters: TemplateToolFunctionParameters = field(default_factory=TemplateToolFunctionParameters)
 
     __go_type__ = "template.templateToolFunction"
+
+    def __go_str__(self) -> str:
+        # Deliberate difference from Ollama HEAD: its template copy of the tool function lost
+        # the String method api.ToolFunction has, so `{{ .Function }}` (qwen2.5, llama3-groq...)
+        # prints a Go struct there. We print the JSON those templates expect, as Ollama did
+        # before January 2026 (its server/testdata/tools vectors).
+        return marshal_json(self)
 
     def __go_json__(self) -> Any:
         return OrderedMap(name=self.Name, description=self.Description, parameters=self.Parameters)
