@@ -433,3 +433,18 @@ def test_ollama_tool_template_vectors(case):
     """Ollama's tool-template renders (system, tool calls, tool results, tools list)."""
     got = chat_prompt(case["template"], TOOL_VECTORS["messages"], TOOL_VECTORS["tools"], num_ctx=1 << 20, count_tokens=words)
     assert got == case["expect"]
+
+
+def test_truncating_a_long_history_renders_log_n_times():
+    calls = []
+
+    def counting(text):
+        calls.append(text)
+        return words(text)
+
+    msgs = [{"role": "system", "content": "sys"}] + [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"message number {i}"} for i in range(1000)
+    ]
+    got = chat_prompt("{{ range .Messages }}{{ .Content }} {{ end }}", msgs, num_ctx=10, count_tokens=counting)
+    assert got == "sys message number 997 message number 998 message number 999 "
+    assert len(calls) <= 12

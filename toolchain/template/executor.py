@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from typing import Any, Optional
 
 from toolchain.template import nodes as n
@@ -320,8 +321,13 @@ class Executor:
         return result
 
 
-def _field_names(obj: Any) -> set[str]:
-    return {f.name for f in dataclasses.fields(obj)}
+def _field_names(obj: Any) -> frozenset[str]:
+    return _class_fields(type(obj))
+
+
+@functools.lru_cache(maxsize=256)
+def _class_fields(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 def _show(node: Any) -> str:
