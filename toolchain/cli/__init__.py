@@ -57,3 +57,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 from toolchain.cli.modelfile_cmd import app as _modelfile_app  # noqa: E402
 
 app.add_typer(_modelfile_app, name="modelfile")  # stack modelfile fmt|check
+from toolchain.cli import prompt_cmd as _prompt_cmd  # noqa: E402,F401  (stack prompt)
