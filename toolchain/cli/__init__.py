@@ -37,9 +37,6 @@ def _root(
     """GitOps for a team's local LLMs."""
 
 
-from toolchain.cli import prompt_cmd as _prompt_cmd  # noqa: E402,F401  (stack prompt)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `stack` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -55,3 +52,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(exc)
     return 0
 
+
+from toolchain.cli import prompt_cmd as _prompt_cmd  # noqa: E402,F401  (stack prompt)
