@@ -172,3 +172,9 @@ def test_create_and_show_gemma(cli, tmp_path, gemma_gguf):
     assert "architecture        gemma3" in out and "parameters          268.10M" in out
     assert "quantization        Q4_K_M" in out and "context length      32768" in out
     assert re.search(r"gemma3:270m\s+[0-9a-f]{12}\s+2\d\d MB", cli("list")[1])
+
+
+def test_serve_lists_its_environment(capsys):
+    assert main(["serve", "--env"]) == 0
+    out = capsys.readouterr().out
+    assert "OLLAMA_HOST" in out and "OLLAMA_MODELS" in out and "OLLAMA_NOPRUNE" in out

@@ -24,13 +24,21 @@ def _err(text: str) -> None:
 
 
 @app.command("serve")
-def serve() -> None:
+def serve(
+    env: bool = typer.Option(False, "--env", help="List the environment variables the server reads, and exit."),
+) -> None:
     """Start the Ollama-compatible model server.
 
-    Environment: OLLAMA_HOST (bind address, default 127.0.0.1:11434), OLLAMA_MODELS (model store,
-    default ~/.ollama/models), OLLAMA_NOPRUNE (keep unused blobs).
+    Listens on OLLAMA_HOST (default 127.0.0.1:11434) and serves the store in OLLAMA_MODELS
+    (default ~/.ollama/models); `stack serve --env` lists every variable.
     """
-    from server.serve import run  # lazy: the toolchain never imports the server otherwise
+    if env:
+        from server.config import describe  # lazy: the toolchain never imports the server otherwise
+
+        for name, text in describe():
+            print(f"      {name:<27}   {text}")
+        return
+    from server.serve import run
 
     run()
 
