@@ -14,7 +14,9 @@ The only code that touches the store's files. Its guarantees:
   `.tmp-*` file, which no reader looks at and `cleanup()` removes.
 * Mutations are serialised: one lock per manifest name (case-insensitive) for whole operations, and
   a store lock around every manifest write/delete and every prune, so a prune never removes a blob
-  that a manifest (or an operation in progress, see `pin`) is about to reference.
+  that a manifest (or an operation in progress, see `pin`) is about to reference. The store lock is
+  also an `flock` on `.corral-store.lock`, so two servers sharing one store serialise too (pins and
+  name locks are per process).
 * Blobs a deleted or replaced manifest no longer shares with any other manifest are pruned unless
   the store was opened with `noprune` (`OLLAMA_NOPRUNE`).
 """
@@ -201,7 +203,7 @@ class Store:
         self.noprune = noprune
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
         self.manifests_dir.mkdir(parents=True, exist_ok=True)
-        self._store_lock = threading.RLock()
+        self._store_lock = _StoreLock(self.root / ".corral-store.lock")
         self._name_locks: dict[tuple[str, ...], threading.Lock] = {}
         self._name_locks_guard = threading.Lock()
         self._pins: Counter[str] = Counter()
@@ -590,6 +592,40 @@ class Store:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_path)
+
+
+class _StoreLock:
+    """A re-entrant thread lock that also holds an exclusive `flock` on `path` while held."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.RLock()
+        self._path = path
+        self._depth = 0
+        self._fd: int | None = None
+
+    def __enter__(self) -> "_StoreLock":
+        self._lock.acquire()
+        if self._depth == 0:
+            try:
+                import fcntl
+
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except (ImportError, OSError):
+                self._close()
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._close()
+        self._lock.release()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
 
 
 def _iter_chunks(source: Iterable[bytes] | IO[bytes]) -> Iterator[bytes]:

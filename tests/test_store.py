@@ -418,3 +418,27 @@ def test_disk_full_is_507_and_leaves_nothing(store, monkeypatch):
         store.put_bytes(b"data")
     assert getattr(err.value, "status", None) == 507
     assert all_files(store) == []
+
+
+def test_store_lock_excludes_other_processes(store):
+    """The store lock is an flock: another process cannot take it while this one holds it."""
+    probe = textwrap.dedent(
+        f"""
+        import fcntl, os
+        fd = os.open({str(store.root / ".corral-store.lock")!r}, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            print("free")
+        except BlockingIOError:
+            print("busy")
+        """
+    )
+
+    def other_process_sees() -> str:
+        return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60).stdout.strip()
+
+    with store._store_lock:
+        with store._store_lock:  # re-entrant within the process
+            pass
+        assert other_process_sees() == "busy"
+    assert other_process_sees() == "free"
