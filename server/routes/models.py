@@ -13,6 +13,7 @@ import anyio
 import anyio.from_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from server import store_create, store_model
 from server.api_types import (
@@ -78,7 +79,10 @@ async def create_blob(digest: str, request: Request) -> Response:
             except StopAsyncIteration:
                 return
 
-    await anyio.to_thread.run_sync(lambda: store.write_blob(chunks(), expected=expected))
+    try:
+        await anyio.to_thread.run_sync(lambda: store.write_blob(chunks(), expected=expected))
+    except ClientDisconnect:  # the upload was abandoned: nothing was kept, nobody to answer
+        return Response(status_code=499)
     return Response(status_code=201)
 
 
