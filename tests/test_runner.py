@@ -368,6 +368,32 @@ def test_load_errors_are_clear(tiny_gguf, tmp_path):
     run(scenario())
 
 
+def test_lora_adapters(tiny_gguf, tmp_path):
+    from server.runner import LoraAdapter
+    from tests.support.tiny_lora import write_tiny_lora
+
+    lora = write_tiny_lora(tmp_path / "lora.gguf")
+    noop = write_tiny_lora(tmp_path / "noop.gguf", scale_b=0.0)
+
+    async def greedy(adapters) -> str:
+        r = await start(tiny_gguf, num_ctx=64, num_parallel=1, adapters=adapters)
+        try:
+            text, _ = await generate(r, "hello world", num_predict=12, temperature=0)
+            return text
+        finally:
+            await r.close()
+
+    async def scenario():
+        base = await greedy(())
+        assert await greedy((LoraAdapter(str(noop)),)) == base
+        assert await greedy((LoraAdapter(str(lora)),)) != base
+        assert await greedy((LoraAdapter(str(lora), scale=0.0),)) == base
+        with pytest.raises(LoadError, match="LoRA"):
+            await start(tiny_gguf, adapters=(LoraAdapter(str(tmp_path / "missing.gguf")),))
+
+    run(scenario())
+
+
 def test_embedding_only_runner(tiny_gguf):
     async def scenario():
         r = await start(tiny_gguf, num_ctx=64, num_parallel=2, embedding=True)
