@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -273,6 +274,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="append every measurement to this JSONL file")
     a = ap.parse_args()
+
+    def on_term(*_):  # run the targets' stop() (llama-server is a separate process) on kill
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     rows = asyncio.run(main_async(a))
     print()
     print(summarize(rows))
