@@ -518,6 +518,9 @@ class Engine:
             if a.n_done == len(a.prompt) and a in self.prefill_order:
                 self.prefill_order.remove(a)
                 a.t_gen = t1
+            if a.limit == 0:  # num_predict 0: evaluate the prompt (cache it), generate nothing
+                events.append(self._finish(a, "length"))
+                continue
             if a.grammar is None:
                 tok = sample(a.chain, self.ctx, i)
             else:
