@@ -81,6 +81,8 @@ def test_model_info(tiny_gguf):
         finally:
             await r.close()
         assert not r.alive
+        with pytest.raises(ProcessLookupError):  # the process is gone (and reaped): memory is back
+            os.kill(r.pid, 0)
 
     run(scenario())
 
