@@ -51,3 +51,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return report(exc)
     return 0
+
+
+from toolchain.cli import run_cmd as _run_cmd  # noqa: E402,F401 - registers run, ps, stop
