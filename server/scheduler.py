@@ -68,10 +68,11 @@ class LoadSpec:
     embedding: bool = False
     adapters: tuple[str, ...] = ()
 
-    @property
-    def key(self) -> str:
-        """Runners are keyed by model file (and adapters), as Ollama keys by model path."""
-        return "\0".join((self.model_path, *self.adapters))
+
+
+def _key(spec: Any) -> tuple[Any, ...]:
+    """Runners are keyed by model file and adapters, as Ollama keys by model path."""
+    return (spec.model_path, tuple(spec.adapters))
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ class Scheduler:
         the server default) becomes the runner's keep-alive. Raises `QueueFull` when the
         request would have to wait and `max_queue` requests already do.
         """
-        entry = self._loaded.get(spec.key)
+        entry = self._loaded.get(_key(spec))
         if entry is not None and entry.usable_for(spec) and not entry.slots.locked():
             await entry.slots.acquire()  # a free slot: returns without suspending
             self._use(entry, keep_alive)
@@ -205,11 +206,11 @@ class Scheduler:
         started = time.monotonic()
         try:
             while True:
-                entry = self._loaded.get(spec.key)
+                entry = self._loaded.get(_key(spec))
                 if entry is not None and entry.usable_for(spec):
                     return await self._attach_waiting(entry, keep_alive, time.monotonic() - started)
                 async with self._load_lock:
-                    entry = self._loaded.get(spec.key)
+                    entry = self._loaded.get(_key(spec))
                     if entry is not None and entry.usable_for(spec):
                         continue
                     if entry is not None:
@@ -267,8 +268,8 @@ class Scheduler:
 
     def _drop(self, entry: _Entry) -> None:
         """Forget a broken runner now; it is closed once its last request lets go."""
-        if self._loaded.get(entry.spec.key) is entry:
-            del self._loaded[entry.spec.key]
+        if self._loaded.get(_key(entry.spec)) is entry:
+            del self._loaded[_key(entry.spec)]
         entry.retiring = True
 
     # -- loading and unloading -------------------------------------------------------------
@@ -284,7 +285,7 @@ class Scheduler:
             raise SchedulerError(f"error loading model: {exc}", 500) from exc
         ka = self.settings.keep_alive if keep_alive is None else keep_alive
         entry = _Entry(spec, ref, runner, ka, time.monotonic() - started)
-        self._loaded[spec.key] = entry
+        self._loaded[_key(spec)] = entry
         log.info("loaded %s (num_ctx=%d, parallel=%d) in %.2fs", ref.name, spec.num_ctx, spec.num_parallel,
                  entry.load_seconds)
 
@@ -323,8 +324,8 @@ class Scheduler:
             return
         entry.closed = True
         entry.cancel_timer()
-        if self._loaded.get(entry.spec.key) is entry:
-            del self._loaded[entry.spec.key]
+        if self._loaded.get(_key(entry.spec)) is entry:
+            del self._loaded[_key(entry.spec)]
         log.info("unloading %s", entry.ref.name)
         try:
             await entry.runner.close()

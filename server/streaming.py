@@ -44,6 +44,9 @@ def json_response(body: Any, status: int = 200) -> Response:
 def _as_error(exc: BaseException) -> RequestError:
     if isinstance(exc, RequestError):
         return exc
+    status, message = getattr(exc, "status", None), getattr(exc, "message", None)
+    if isinstance(status, int) and isinstance(message, str):  # server.errors / scheduler errors
+        return RequestError(message, status)
     log.exception("inference failed", exc_info=exc)
     return RequestError(str(exc) or exc.__class__.__name__, 500)
 
