@@ -69,6 +69,7 @@ class ResolvedModel:
     adapters: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     projectors: list[str] = field(default_factory=list)
+    gguf: Any = None  # server.gguf_info.GGUFInfo of the model blob
 
 
 def now_ns() -> int:
@@ -119,9 +120,11 @@ class Engine:
         )
 
     async def acquire(self, model: ResolvedModel, spec: Any, keep_alive: Optional[float]) -> Lease:
+        from server import model_source
         from server.scheduler import ModelRef
 
-        ref = ModelRef(name=model.short, digest=model.digest, details=model.details, size=model.size)
+        ref = ModelRef(name=model.short, digest=model.digest, details=model.details,
+                       size=model_source.memory_estimate(model, spec))
         return await self.scheduler.acquire(spec, ref, keep_alive)
 
     # -- text generation -------------------------------------------------------------------------
@@ -160,8 +163,10 @@ class Engine:
             final_chunk = None
             buffer_for_tools = bool(job.tools)
             pieces: list[str] = []
+            stream = None
             try:
-                async for chunk in runner.completion(request):
+                stream = await runner.completion(request)
+                async for chunk in stream:
                     if chunk.done:
                         final_chunk = chunk
                         if chunk.text and buffer_for_tools:
@@ -178,6 +183,9 @@ class Engine:
                 raise RequestError(f"model runner has unexpectedly stopped: {exc}", 500) from exc
             except model_source.CLIENT_ERRORS as exc:
                 raise RequestError(str(exc), 400) from exc
+            finally:
+                if stream is not None:
+                    await stream.aclose()
             if buffer_for_tools:
                 content, calls = model_source.parse_tool_calls("".join(pieces), job.tools, model)
                 if content:

@@ -42,10 +42,10 @@ def parse_go_duration(text: str) -> float:
     s = text.strip()
     orig = s
     sign = 1.0
-    if s[:1] in "+-":
+    if s and s[0] in "+-":
         sign = -1.0 if s[0] == "-" else 1.0
         s = s[1:]
-    if s == "0":
+    if s == "0" and orig in ("0", "+0", "-0"):
         return 0.0
     if not s:
         raise ValueError(f'time: invalid duration "{orig}"')

@@ -19,6 +19,7 @@ It keeps a model → runner map and gives requests a `Lease` on a runner slot:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -113,12 +114,19 @@ class _Entry:
         self.closed = False
 
     def usable_for(self, spec: LoadSpec) -> bool:
-        return self.spec == spec and not self.retiring and not self.closed and _alive(self.runner)
+        return _same(self.spec, spec) and not self.retiring and not self.closed and _alive(self.runner)
 
     def cancel_timer(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal load-time settings; a spec's display `name` is not one of them."""
+    if dataclasses.is_dataclass(a) and any(f.name == "name" for f in dataclasses.fields(a)):
+        a, b = dataclasses.replace(a, name=""), dataclasses.replace(b, name="")
+    return a == b
 
 
 def _alive(runner: Any) -> bool:
