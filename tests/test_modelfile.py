@@ -15,7 +15,6 @@ import pytest
 
 from toolchain.errors import CorralError
 from toolchain.modelfile import (
-    Command,
     Modelfile,
     ModelfileError,
     expand_path,
