@@ -10,12 +10,12 @@ behaviour cannot drift between the two APIs.
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from toolchain.duration import FOREVER, parse_keep_alive
 
 __all__ = [
     "ChatRequest",
@@ -26,61 +26,10 @@ __all__ = [
     "Message",
     "TextJob",
     "ToolCall",
-    "parse_keep_alive",
     "validation_message",
 ]
 
-# keep_alive "forever": Go adds math.MaxInt64 ns; we keep it as infinity seconds.
-FOREVER = math.inf
-
-_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-
-
-def parse_go_duration(text: str) -> float:
-    """Go's `time.ParseDuration` in seconds: "5m", "1h30m", "-1m", "0"; raises ValueError."""
-    s = text.strip()
-    orig = s
-    sign = 1.0
-    if s and s[0] in "+-":
-        sign = -1.0 if s[0] == "-" else 1.0
-        s = s[1:]
-    if s == "0" and orig in ("0", "+0", "-0"):
-        return 0.0
-    if not s:
-        raise ValueError(f'time: invalid duration "{orig}"')
-    total = 0.0
-    pos = 0
-    while pos < len(s):
-        m = _DURATION.match(s, pos)
-        if not m:
-            if re.fullmatch(r"[\d.]+", s[pos:]):
-                raise ValueError(f'time: missing unit in duration "{orig}"')
-            raise ValueError(f'time: invalid duration "{orig}"')
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    return sign * total
-
-
-def parse_keep_alive(value: Any) -> Optional[float]:
-    """A request's keep_alive in seconds: None = server default, `FOREVER` for negative values.
-
-    Numbers are seconds (fractions allowed); strings are Go durations ("5m", "0", "-1m").
-    Raises ValueError with Ollama's message for anything else.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError("Unsupported type: 'bool'")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        seconds = parse_go_duration(value)
-    else:
-        raise ValueError(f"Unsupported type: '{type(value).__name__}'")
-    if math.isnan(seconds):
-        raise ValueError("keep_alive is not a number")
-    return FOREVER if seconds < 0 else seconds
+# keep_alive parsing is core's (toolchain.duration): seconds, FOREVER = math.inf, None = absent.
 
 
 class _Request(BaseModel):

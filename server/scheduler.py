@@ -398,7 +398,7 @@ def _human(n: int) -> str:
 
 def settings_from_env(env: Optional[dict[str, str]] = None) -> Settings:
     """Settings from Ollama's variables (see server.config for their documentation)."""
-    from server.inference_types import parse_go_duration
+    from toolchain.duration import keep_alive_from_env, parse_go_duration
 
     env = dict(os.environ if env is None else env)
 
@@ -430,14 +430,12 @@ def settings_from_env(env: Optional[dict[str, str]] = None) -> Settings:
                 return default
         return seconds
 
-    keep_alive = duration("OLLAMA_KEEP_ALIVE", DEFAULT_KEEP_ALIVE)
-    if keep_alive is not None and keep_alive < 0:
-        keep_alive = math.inf
+    keep_alive = keep_alive_from_env(env.get("OLLAMA_KEEP_ALIVE"))
     load_timeout = duration("OLLAMA_LOAD_TIMEOUT", 300.0)
     if load_timeout is not None and load_timeout <= 0:
         load_timeout = None
     return Settings(
-        keep_alive=DEFAULT_KEEP_ALIVE if keep_alive is None else keep_alive,
+        keep_alive=keep_alive,
         max_loaded_models=uint("OLLAMA_MAX_LOADED_MODELS", 0) or 3,
         num_parallel=uint("OLLAMA_NUM_PARALLEL", 0) or 4,
         max_queue=uint("OLLAMA_MAX_QUEUE", 0) or 512,

@@ -15,6 +15,7 @@ import typer
 
 from toolchain.cli import app
 from toolchain.client import Client
+from toolchain.duration import format_go_duration
 from toolchain.errors import APIError, CorralError
 
 PROMPT = ">>> "
@@ -100,28 +101,8 @@ def parameter_value(name: str, values: list[str]) -> Any:
 
 
 def go_duration(ns: int) -> str:
-    """Go's time.Duration.String() for the --verbose summary (e.g. 5.0435s, 5.026ms)."""
-    if ns == 0:
-        return "0s"
-    if ns < 1_000:
-        return f"{ns}ns"
-    if ns < 1_000_000:
-        return f"{_trim(ns / 1_000)}\u00b5s"
-    if ns < 1_000_000_000:
-        return f"{_trim(ns / 1_000_000)}ms"
-    seconds = ns / 1e9
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    out = ""
-    if h:
-        out += f"{int(h)}h"
-    if h or m:
-        out += f"{int(m)}m"
-    return out + f"{_trim(s)}s"
-
-
-def _trim(x: float) -> str:
-    return f"{x:.9f}".rstrip("0").rstrip(".")
+    """Go's time.Duration.String() of `ns` nanoseconds (e.g. 5.0435s, 5.026ms)."""
+    return format_go_duration(ns / 1e9)
 
 
 def summary(final: dict[str, Any]) -> str:
