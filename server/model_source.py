@@ -14,7 +14,7 @@ from typing import Any, Optional
 from server import errors
 from server.inference import Engine, ResolvedModel
 from server.inference_types import TextJob
-from server.scheduler import Scheduler, settings_from_env
+from server.scheduler import Scheduler, settings_from_config, settings_from_env
 from server.streaming import RequestError
 from toolchain import options as option_table
 from toolchain.names import parse_name
@@ -32,7 +32,8 @@ _MESSAGES = "application/vnd.ollama.image.messages"
 
 def make_engine(state: Any) -> Engine:
     """The engine of an app: the store in `state.store`, settings from the environment."""
-    settings = settings_from_env()
+    config = getattr(state, "config", None)
+    settings = settings_from_config(config) if config is not None else settings_from_env()
     return Engine(Scheduler(settings, start_runner), state.store)
 
 

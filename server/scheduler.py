@@ -22,7 +22,6 @@ import asyncio
 import dataclasses
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Protocol
@@ -396,49 +395,19 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
-def settings_from_env(env: Optional[dict[str, str]] = None) -> Settings:
-    """Settings from Ollama's variables (see server.config for their documentation)."""
-    from toolchain.duration import keep_alive_from_env, parse_go_duration
-
-    env = dict(os.environ if env is None else env)
-
-    def raw(name: str) -> str:
-        return env.get(name, "").strip().strip("\"'").strip()
-
-    def uint(name: str, default: int) -> int:
-        value = raw(name)
-        if not value:
-            return default
-        try:
-            n = int(value)
-        except ValueError:
-            log.warning("invalid %s=%r, using %d", name, value, default)
-            return default
-        return n if n >= 0 else default
-
-    def duration(name: str, default: Optional[float]) -> Optional[float]:
-        value = raw(name)
-        if not value:
-            return default
-        try:
-            seconds = float(int(value))
-        except ValueError:
-            try:
-                seconds = parse_go_duration(value)
-            except ValueError:
-                log.warning("invalid %s=%r, using the default", name, value)
-                return default
-        return seconds
-
-    keep_alive = keep_alive_from_env(env.get("OLLAMA_KEEP_ALIVE"))
-    load_timeout = duration("OLLAMA_LOAD_TIMEOUT", 300.0)
-    if load_timeout is not None and load_timeout <= 0:
-        load_timeout = None
+def settings_from_config(config: Any) -> Settings:
+    """Scheduler settings from `server.config.Config` (where the OLLAMA_* variables are read)."""
     return Settings(
-        keep_alive=keep_alive,
-        max_loaded_models=uint("OLLAMA_MAX_LOADED_MODELS", 0) or 3,
-        num_parallel=uint("OLLAMA_NUM_PARALLEL", 0) or 4,
-        max_queue=uint("OLLAMA_MAX_QUEUE", 0) or 512,
-        load_timeout=load_timeout,
-        context_length=uint("OLLAMA_CONTEXT_LENGTH", 0) or 4096,
+        keep_alive=config.keep_alive,
+        max_loaded_models=config.max_loaded_models or 3,
+        num_parallel=config.num_parallel or 4,
+        max_queue=config.max_queue or 512,
+        load_timeout=config.load_timeout,
+        context_length=config.context_length or 4096,
     )
+
+
+def settings_from_env(env: Optional[dict[str, str]] = None) -> Settings:
+    from server.config import Config
+
+    return settings_from_config(Config.from_env(env))

@@ -17,6 +17,7 @@ from toolchain.cli import app
 from toolchain.client import Client
 from toolchain.duration import format_go_duration
 from toolchain.errors import APIError, CorralError
+from toolchain.options import parse_parameter
 
 PROMPT = ">>> "
 CONTINUE = "... "
@@ -64,37 +65,12 @@ HELP_PARAMETERS = """Available Parameters:
   /set parameter stop <string> <string> ...   Set the stop parameters
 """
 
-# Types of the options `/set parameter` accepts (Ollama's api.Options field kinds).
-_INT = {"num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "num_keep", "seed", "num_predict", "top_k",
-        "repeat_last_n", "mirostat"}
-_FLOAT = {"top_p", "min_p", "typical_p", "temperature", "repeat_penalty", "presence_penalty", "frequency_penalty",
-          "mirostat_tau", "mirostat_eta", "tfs_z"}
-_BOOL = {"use_mmap", "penalize_newline", "numa", "low_vram", "use_mlock"}
-
-
 def parameter_value(name: str, values: list[str]) -> Any:
-    """The typed value of `/set parameter NAME VALUE...`; raises ValueError naming the problem."""
+    """The typed value of `/set parameter NAME VALUE...` (Ollama's FormatParams, via the
+    options table); raises ValueError with Ollama's message."""
     if name == "stop":
         return list(values)
-    value = " ".join(values)
-    if name in _INT:
-        try:
-            return int(value)
-        except ValueError:
-            raise ValueError(f"invalid int value [{value}]") from None
-    if name in _FLOAT:
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"invalid float value [{value}]") from None
-    if name in _BOOL:
-        lowered = value.lower()
-        if lowered in ("1", "t", "true"):
-            return True
-        if lowered in ("0", "f", "false"):
-            return False
-        raise ValueError(f"invalid bool value [{value}]")
-    raise ValueError(f"unknown parameter '{name}'")
+    return parse_parameter(name, " ".join(values))
 
 
 # -- output helpers --------------------------------------------------------------------------
