@@ -113,6 +113,9 @@ class Engine:
 
         settings = self.scheduler.settings
         num_ctx = options.get("num_ctx") or settings.context_length
+        train = model.gguf.get("context_length") if model.gguf is not None else None
+        if isinstance(train, int) and not isinstance(train, bool) and train > 0:
+            num_ctx = min(num_ctx, train)  # as Ollama: never beyond what the model was trained for
         return model_source.load_spec(
             model, num_ctx=max(int(num_ctx), 4), num_parallel=settings.num_parallel,
             num_batch=options.get("num_batch"), num_thread=options.get("num_thread"),
@@ -159,7 +162,7 @@ class Engine:
                 return
             runner = lease.runner
             prompt = await model_source.render(job, model, runner, lease.num_ctx)
-            request = model_source.completion_request(prompt, options, job.format)
+            request = model_source.completion_request(prompt, options, job.format, getattr(runner, "info", None))
             final_chunk = None
             buffer_for_tools = bool(job.tools)
             pieces: list[str] = []

@@ -199,10 +199,18 @@ async def start_runner(spec: Any, load_timeout: Optional[float]) -> Any:
     return await Runner.start(spec, load_timeout=1e9 if load_timeout is None else load_timeout)
 
 
-def completion_request(prompt: Any, options: dict[str, Any], fmt: Any) -> Any:
-    from server.runner.types import CompletionRequest
+def completion_request(prompt: Any, options: dict[str, Any], fmt: Any, info: Any = None) -> Any:
+    """The runner's request. A text prompt gets the model's BOS (as llama-server adds it) unless
+    the rendered text already starts with it (templates that write `bos_token` themselves)."""
+    from server.runner.types import CompletionRequest, SamplingOptions
 
-    return CompletionRequest(prompt=prompt, options=options, format=fmt, add_special=False)
+    bos_text = getattr(info, "bos_text", "") if info is not None else ""
+    add_special = not (isinstance(prompt, str) and bos_text and prompt.startswith(bos_text))
+    try:
+        sampling = SamplingOptions.from_options(options)
+    except CLIENT_ERRORS as exc:
+        raise RequestError(str(exc), 400) from None
+    return CompletionRequest(prompt=prompt, options=sampling, format=fmt, add_special=add_special)
 
 
 def _runner_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
@@ -214,3 +222,17 @@ def _runner_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseEx
 
 
 RUNNER_FAILURES, CLIENT_ERRORS = _runner_errors()
+
+
+# -- prompts -----------------------------------------------------------------------------------
+
+
+async def render(job: TextJob, model: ResolvedModel, runner: Any, num_ctx: int) -> Any:
+    """The prompt to complete: text (special tokens parsed, no BOS added) or token ids."""
+    if job.kind == "generate" and job.raw:
+        return job.prompt
+    raise RequestError("templated prompts are not available yet", 501)
+
+
+def parse_tool_calls(text: str, tools: list[dict[str, Any]], model: ResolvedModel) -> tuple[str, list[dict[str, Any]]]:
+    return text, []
