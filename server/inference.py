@@ -70,6 +70,7 @@ class ResolvedModel:
     details: dict[str, Any] = field(default_factory=dict)
     projectors: list[str] = field(default_factory=list)
     gguf: Any = None  # server.gguf_info.GGUFInfo of the model blob
+    capabilities: frozenset[str] = frozenset()
 
 
 def now_ns() -> int:

@@ -19,17 +19,6 @@ from server.streaming import RequestError
 from toolchain import options as option_table
 from toolchain.names import parse_name
 
-# Media types of manifest layers (Ollama's).
-_MODEL = "application/vnd.ollama.image.model"
-_ADAPTER = "application/vnd.ollama.image.adapter"
-_PROJECTOR = "application/vnd.ollama.image.projector"
-_TEMPLATE = "application/vnd.ollama.image.template"
-_PROMPT = "application/vnd.ollama.image.prompt"
-_SYSTEM = "application/vnd.ollama.image.system"
-_PARAMS = "application/vnd.ollama.image.params"
-_MESSAGES = "application/vnd.ollama.image.messages"
-
-
 def make_engine(state: Any) -> Engine:
     """The engine of an app: the store in `state.store`, settings from the environment."""
     config = getattr(state, "config", None)
@@ -42,63 +31,27 @@ def make_engine(state: Any) -> Engine:
 
 def resolve(store: Any, name: str, *, not_found: str) -> ResolvedModel:
     """The stored model `name` refers to; 404 with `not_found` (formatted with the name as sent)."""
+    from server.store_model import load_model
+
     parsed = parse_name(name)
     if not parsed.is_valid():
         raise RequestError("invalid model name", 400)
     try:
-        manifest = store.read_manifest(parsed)
+        model = load_model(store, parsed)
     except errors.ModelNotFound:
         raise RequestError(not_found.format(name=name), 404) from None
     except errors.InvalidName:
         raise RequestError("invalid model name", 400) from None
-    model_path = ""
-    size = 0
-    template = system = None
-    params: dict[str, Any] = {}
-    messages: list[dict[str, Any]] = []
-    adapters: list[str] = []
-    projectors: list[str] = []
-    model_digest = ""
-    for layer in manifest.layers:
-        media = layer.media_type
-        if media == _MODEL:
-            model_path = str(store.blob_path(layer.digest))
-            model_digest = layer.digest
-            size = layer.size
-        elif media == _ADAPTER:
-            adapters.append(str(store.blob_path(layer.digest)))
-        elif media == _PROJECTOR:
-            projectors.append(str(store.blob_path(layer.digest)))
-        elif media in (_TEMPLATE, _PROMPT):
-            template = store.read_blob(layer.digest).decode("utf-8")
-        elif media == _SYSTEM:
-            system = store.read_blob(layer.digest).decode("utf-8")
-        elif media == _PARAMS:
-            params = json.loads(store.read_blob(layer.digest) or b"{}")
-        elif media == _MESSAGES:
-            messages = json.loads(store.read_blob(layer.digest) or b"[]")
-    if not model_path:
-        raise RequestError(f"model '{name}' has no model layer", 500)
-    config: dict[str, Any] = {}
-    if manifest.config.digest:
-        try:
-            config = json.loads(store.read_blob(manifest.config.digest))
-        except (ValueError, OSError, errors.ServerError):
-            config = {}
-    details = {
-        "parent_model": "",
-        "format": config.get("model_format") or "gguf",
-        "family": config.get("model_family") or "",
-        "families": config.get("model_families"),
-        "parameter_size": config.get("model_type") or "",
-        "quantization_level": config.get("file_type") or "",
-    }
-    gguf = store.gguf(model_digest)
+    if model.model_path is None:
+        raise RequestError(f"model '{name}' has no model layer", 400)
+    gguf = model.gguf(store)
     return ResolvedModel(
-        name=name, short=parsed.display_shortest(), full=str(parsed.without_digest()), digest=manifest.digest,
-        model_path=model_path, size=size, template=template, system=system,
-        params=params if isinstance(params, dict) else {}, messages=messages if isinstance(messages, list) else [],
-        adapters=adapters, details=details, projectors=projectors, gguf=gguf,
+        name=name, short=model.short_name, full=str(model.name.without_digest()), digest=model.digest,
+        model_path=str(model.model_path), size=store.blob_size(model.model_digest), template=model.template,
+        system=model.system or None, params=dict(model.params), messages=list(model.messages),
+        adapters=[str(p) for p in model.adapter_paths], details=model.details(),
+        projectors=[str(p) for p in model.projector_paths], gguf=gguf,
+        capabilities=frozenset(model.capabilities(store)),
     )
 
 
@@ -144,7 +97,7 @@ def merge_options(params: dict[str, Any], request: dict[str, Any]) -> dict[str, 
 
 def is_embedding_model(model: ResolvedModel) -> bool:
     """Ollama's rule: a model whose GGUF declares a pooling type embeds rather than generates."""
-    return model.gguf is not None and model.gguf.get("pooling_type") is not None
+    return "embedding" in model.capabilities
 
 
 def chat_template(model: ResolvedModel) -> Optional[str]:
@@ -154,23 +107,9 @@ def chat_template(model: ResolvedModel) -> Optional[str]:
     return value if isinstance(value, str) and value else None
 
 
-def capabilities(model: ResolvedModel) -> set[str]:
-    """completion/embedding, tools, insert, vision, thinking (Ollama's Model.Capabilities)."""
-    caps = {"embedding"} if is_embedding_model(model) else {"completion"}
-    if model.template is not None:
-        if ".Tools" in model.template:
-            caps.add("tools")
-        if ".Suffix" in model.template:
-            caps.add("insert")
-        if ".Thinking" in model.template:
-            caps.add("thinking")
-    else:
-        jinja = chat_template(model) or ""
-        if "tools" in jinja:
-            caps.add("tools")
-    if model.projectors or (model.gguf is not None and model.gguf.get("vision.block_count") is not None):
-        caps.add("vision")
-    return caps
+def capabilities(model: ResolvedModel) -> frozenset[str]:
+    """completion/embedding, tools, insert, vision, thinking (the store's Model.capabilities)."""
+    return model.capabilities
 
 
 # -- runners -----------------------------------------------------------------------------------

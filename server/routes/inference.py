@@ -6,6 +6,7 @@ into Ollama's chunks (plain dicts, serialised by server.streaming).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from datetime import datetime, timezone
@@ -214,8 +215,20 @@ async def ps(request: Request) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    """Add the inference routes to `app` (called by server.app.create_app)."""
+    """Add the inference routes to `app` (called by server.app.create_app), and unload every
+    model when the app shuts down (wrapping whatever lifespan the app has)."""
     app.include_router(router)
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        async with inner(a) as state:
+            try:
+                yield state
+            finally:
+                await shutdown(app)
+
+    app.router.lifespan_context = lifespan
 
 
 async def shutdown(app: FastAPI) -> None:
