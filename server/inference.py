@@ -169,23 +169,24 @@ class Engine:
                 return
             request = model_source.completion_request(prompt, options, job.format, getattr(runner, "info", None))
             final_chunk = None
-            buffer_for_tools = bool(job.tools)
-            pieces: list[str] = []
+            tools = model_source.tool_parser(model, job.tools) if job.tools else None
             stream = None
             try:
                 stream = await runner.completion(request)
                 async for chunk in stream:
+                    text = chunk.text
+                    if tools is not None and text:
+                        text, calls = tools.feed(text)
+                        if calls:
+                            if text:
+                                yield ("text", text)
+                                text = ""
+                            yield ("tool_calls", calls)
+                    if text:
+                        yield ("text", text)
                     if chunk.done:
                         final_chunk = chunk
-                        if chunk.text and buffer_for_tools:
-                            pieces.append(chunk.text)
-                        elif chunk.text:
-                            yield ("text", chunk.text)
                         break
-                    if buffer_for_tools:
-                        pieces.append(chunk.text)
-                    else:
-                        yield ("text", chunk.text)
             except model_source.RUNNER_FAILURES as exc:
                 lease.runner_failed()
                 raise RequestError(f"model runner has unexpectedly stopped: {exc}", 500) from exc
@@ -194,12 +195,10 @@ class Engine:
             finally:
                 if stream is not None:
                     await stream.aclose()
-            if buffer_for_tools:
-                content, calls = model_source.parse_tool_calls("".join(pieces), job.tools, model)
-                if content:
-                    yield ("text", content)
-                if calls:
-                    yield ("tool_calls", calls)
+            if tools is not None:
+                rest = tools.finish()
+                if rest:
+                    yield ("text", rest)
             yield ("done", _final(final_chunk, started, load_ns, job))
         finally:
             lease.release()
