@@ -146,7 +146,7 @@ async def generate(request: Request) -> Response:
     job = TextJob.from_generate(req)
     chunks = _generate_chunks(req.model, engine(request).generate(job, started))
     if req.stream is False or job.debug_render_only:
-        return await aggregate_response(chunks, _last if job.debug_render_only else merge_generate)
+        return await aggregate_response(chunks, _last if job.debug_render_only else merge_generate, request.receive)
     return await ndjson_response(chunks)
 
 
@@ -162,7 +162,7 @@ async def chat(request: Request) -> Response:
     job = TextJob.from_chat(req)
     chunks = _chat_chunks(req.model, engine(request).generate(job, started))
     if req.stream is False or job.debug_render_only:
-        return await aggregate_response(chunks, _last if job.debug_render_only else merge_chat)
+        return await aggregate_response(chunks, _last if job.debug_render_only else merge_chat, request.receive)
     return await ndjson_response(chunks)
 
 
