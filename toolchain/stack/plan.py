@@ -107,7 +107,7 @@ def compare(want: ModelState, have: ModelState, exact: bool = False) -> tuple[Fi
     out: list[FieldChange] = []
     strict = exact or want.complete
     if want.base != have.base and (exact or (want.base is not None and have.base is not None)):
-        out.append(FieldChange("base", have.base_ref or have.base, want.base_ref or want.base))
+        out.append(FieldChange("base", have.base, want.base))
     if want.template is not None or exact:
         if (want.template or "") != (have.template or ""):
             out.append(FieldChange("template", have.template, want.template))

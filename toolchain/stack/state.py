@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional
 
+from toolchain.names import parse_name
+
 ParamValue = Any  # int | float | bool | str | tuple[str, ...]
 
 
@@ -59,3 +61,13 @@ class DesiredModel:
     preload: bool = False
     after: tuple[str, ...] = ()  # keys of stack models that must exist first (the FROM chain)
     origin: str = ""  # "stacks/x/stack.yaml:12" for messages
+
+
+def key_of(name: str) -> str:
+    """The case-insensitive identity of a model name (defaults filled in: `bot` == `BOT:latest`)."""
+    return "/".join(parse_name(name).casefold_key()[:3]) + ":" + parse_name(name).casefold_key()[3]
+
+
+def display_name(name: str) -> str:
+    """The short form servers list (`support-bot:latest`)."""
+    return parse_name(name).display_shortest()
