@@ -51,3 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return report(exc)
     return 0
+
+
+from toolchain.cli import stack_cmd as _stack_cmd  # noqa: E402  (stack plan/apply/diff/init/schema)
+
+_stack_cmd.register(app)

@@ -57,9 +57,9 @@ def render_text(plans: Sequence[Plan]) -> str:
         out += [f"  {SYMBOL[a]:>3} {LEGEND[a]}" for a in used]
         out.append("")
     for plan in plans:
-        out.append(f'Target "{plan.target}" ({plan.url}):')
+        out.append(f'Target "{plan.target}" ({plan.url}):' if plan.url else f"Stack {plan.target}:")
         if not plan.pending:
-            out.append("  No changes. The server matches the stack.")
+            out.append("  No changes. The server matches the stack." if plan.url else "  No changes to any model.")
         for change in plan.pending:
             out.append("")
             out += ["  " + line for line in change_lines(change)]
@@ -191,7 +191,7 @@ def render_markdown(plans: Sequence[Plan], title: str = "Corral plan") -> str:
     head = summary_line(plans) if has_changes(plans) else "No changes. Every server matches the stack."
     out = [f"### {title}", "", f"**{head}**", ""]
     for plan in plans:
-        out.append(f"#### Target `{plan.target}` (`{plan.url}`)")
+        out.append(f"#### Target `{plan.target}` (`{plan.url}`)" if plan.url else f"#### Stack `{plan.target}`")
         out.append("")
         if not plan.pending:
             out += ["No changes.", ""]

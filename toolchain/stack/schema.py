@@ -119,6 +119,14 @@ class Stack(_Strict):
     web: WebUI = Field(default_factory=WebUI)
     proxy: Proxy = Field(default_factory=Proxy)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section with every entry commented out (`models:` alone) reads as empty."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (v is None and k in ("targets", "runtime", "models", "web", "proxy"))}
+        return data
+
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of a stack file, for editors (`# yaml-language-server: $schema=...`)."""
