@@ -51,6 +51,7 @@ class _Builder:
         self.specs: dict[str, tuple[str, Model]] = {}
         self.done: dict[str, DesiredModel] = {}
         self.visiting: list[str] = []
+        self.review_files: set[str] = set()
 
     def build(self) -> dict[str, DesiredModel]:
         for name, model in self.loaded.stack.models.items():
@@ -137,7 +138,7 @@ class _Builder:
             lines = [0] + [ln for _, ln in keep]
         if not any(c.name == "model" for c in commands):
             raise StackError(f"no FROM line (model {name}; or give the model a from: key)", mf_display, None)
-        exists = os.path.exists if self.hash_files else (lambda p: looks_like_path(p) or os.path.exists(p))
+        exists = os.path.exists if self.hash_files else self._review_exists
         try:
             req = to_create_request(Modelfile(tuple(commands), tuple(lines)), base_dir, exists)
         except ModelfileError as exc:
@@ -181,6 +182,8 @@ class _Builder:
 
     def _stack_from(self, name: str, value: str) -> str:
         """A `from:` value as a Modelfile FROM argument (file paths made absolute)."""
+        if not self.hash_files and "${" in value:  # offline review: an unset variable, known by its text
+            return value
         if not looks_like_path(value):
             if not parse_name(value).is_valid():
                 raise self.loaded.error(f"{value!r} is neither a file path (./x.gguf) nor a valid model name", "models", name, "from")
@@ -190,7 +193,12 @@ class _Builder:
             path = Path(self._local_dir(self.loaded.folder)) / path
         if self.hash_files and not path.is_file():
             raise self.loaded.error(f"{value}: no such file", "models", name, "from")
+        self.review_files.add(os.path.normpath(str(path)))
         return os.path.normpath(str(path))
+
+    def _review_exists(self, path: str) -> bool:
+        """Offline review: weights need not be on this machine; a `.gguf`/`${VAR}` FROM is a file."""
+        return os.path.exists(path) or path in self.review_files or "${" in path or path.lower().endswith(".gguf")
 
     def _local_dir(self, folder: str) -> str:
         local = self.source.local_path(folder)

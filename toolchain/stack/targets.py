@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from toolchain.client import Client, base_url
+from toolchain.errors import CorralError
 from toolchain.stack import actual
 from toolchain.stack.desired import build
 from toolchain.stack.load import LoadedStack, StackError
@@ -52,5 +53,8 @@ def plan_stack(loaded: LoadedStack, only: Sequence[str] = ()) -> list[Plan]:
     plans = []
     for target in targets(loaded, only):
         with target.client() as client:
-            plans.append(plan_target(desired, target, client, loaded.stack.prune))
+            try:
+                plans.append(plan_target(desired, target, client, loaded.stack.prune))
+            except CorralError as exc:
+                raise CorralError(f"target {target.name}: {exc}") from exc
     return plans
