@@ -102,6 +102,8 @@ def apply(
                 result = apply_plan(p, client, echo=typer.echo, check_fingerprint=saved, lock_timeout=lock_timeout,
                                     progress=sys.stderr)
             done += len(result.done)
+            for warning in result.warnings:
+                typer.echo(f"Warning: {warning}", err=True)
     except KeyboardInterrupt:
         typer.echo(f"\nInterrupted after {done} change(s); every model is either old or new. "
                    "Run `stack plan` to see what remains.", err=True)

@@ -44,6 +44,7 @@ class ApplyResult:
     target: str
     done: list[Change] = field(default_factory=list)
     preloaded: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, check_fingerprint: bool = True,
@@ -67,7 +68,11 @@ def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, check_fingerpr
             d = change.desired
             if d is not None and d.preload:
                 echo(f"[{plan.target}] preloading {change.model} ...")
-                preload(client, change.model, d.keep_alive)
+                try:
+                    preload(client, change.model, d.keep_alive)
+                except CorralError as exc:  # the model is in place; loading it is best effort
+                    result.warnings.append(f"{plan.target}: could not preload {change.model}: {exc}")
+                    continue
                 result.preloaded.append(change.model)
     return result
 
