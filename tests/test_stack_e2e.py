@@ -19,6 +19,7 @@ from tests.support.server import start_server
 from tests.support.tiny_gguf import write_tiny_llama
 from toolchain.cli import main
 from toolchain.client import Client, base_url
+from toolchain.errors import APIError
 from toolchain.stack.apply import apply_lock
 
 STACK = """\
@@ -188,3 +189,31 @@ def test_apply_refuses_without_confirmation_when_not_a_terminal(repo, server, ca
     monkeypatch.setattr("sys.stdin", open(os.devnull))
     assert stack("apply") == 1
     assert "use --auto-approve" in capsys.readouterr().err
+
+
+def test_a_failure_midway_leaves_each_model_old_or_new(repo, server, capsys):
+    # "zz-broken" is built from a model that exists nowhere: its create fails after the others.
+    (Path(repo.working_tree_dir) / "stacks/stack.yaml").write_text(STACK + "  zz-broken:\n    from: no-such-model:1b\n")
+    assert stack("apply", "--auto-approve") == 1
+    err = capsys.readouterr().err
+    assert "local: creating zz-broken:latest failed:" in err and "3 of 4 changes made" in err
+    with Client(server.url) as c:
+        assert sorted(m["name"] for m in c.tags()) == ["base:latest", "code-review:latest", "support-bot:latest"]
+    assert stack("plan", "--detailed-exitcode") == 2
+    out = capsys.readouterr().out
+    assert "Plan: 1 to create, 0 to update, 0 to replace, 0 to delete." in out and "# zz-broken:latest will be created" in out
+
+
+def test_preload(repo, server, capsys):
+    edit(repo, "stacks/stack.yaml", "modelfile: ../modelfiles/support-bot.Modelfile", "modelfile: ../modelfiles/support-bot.Modelfile\n    preload: true\n    keep_alive: 1m", commit=False)
+    assert stack("apply", "--auto-approve") == 0
+    captured = capsys.readouterr()
+    assert "preloading support-bot:latest" in captured.out
+    with Client(server.url) as c:
+        try:
+            running = [m["name"] for m in c.ps()]
+        except APIError as exc:  # a server without the inference routes: the preload is only a warning
+            assert exc.status == 404
+            assert "Warning: local: could not preload support-bot:latest" in captured.err
+        else:
+            assert "support-bot:latest" in running and "Warning" not in captured.err

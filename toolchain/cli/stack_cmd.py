@@ -113,12 +113,23 @@ def apply(
 
 
 def _tokens(stack_file: Path) -> dict[str, Optional[str]]:
-    """Target tokens for a saved plan, from its stack file (saved plans never hold secrets)."""
-    from toolchain.stack.load import load
+    """Target tokens for a saved plan, from its stack file (saved plans never hold secrets).
+
+    Only the tokens' variables must be set: the rest of the stack is not needed to apply.
+    """
+    from toolchain.stack.load import WorkTree, load_text
 
     if not stack_file.is_file():
         return {}
-    return {name: t.token for name, t in load(stack_file).stack.targets.items()}
+    tree, rel = WorkTree.for_file(stack_file)
+    loaded = load_text(tree.read_text(rel), tree, rel, strict_env=False)
+    tokens = {}
+    for name, target in loaded.stack.targets.items():
+        if target.token and "${" in target.token:
+            var = target.token.split("${", 1)[1].split("}", 1)[0].split(":-", 1)[0]
+            raise loaded.error(f"environment variable {var} is not set", "targets", name, "token")
+        tokens[name] = target.token
+    return tokens
 
 
 def diff(

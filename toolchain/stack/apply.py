@@ -62,7 +62,14 @@ def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, check_fingerpr
         steps = [c for c in plan.pending if c.action != "delete"] + [c for c in plan.pending if c.action == "delete"]
         for n, change in enumerate(steps, 1):
             echo(f"[{plan.target}] {n}/{len(steps)} {_verb(change.action)} {change.model} ...")
-            perform(change, client, progress=progress)
+            try:
+                perform(change, client, progress=progress)
+            except CorralError as exc:
+                raise CorralError(
+                    f"{plan.target}: {_verb(change.action)} {change.model} failed: {exc} "
+                    f"({n - 1} of {len(steps)} changes made; every model is either old or new; "
+                    "run `stack plan` to see what remains)"
+                ) from exc
             result.done.append(change)
         for change in plan.changes:
             d = change.desired
