@@ -217,3 +217,22 @@ def test_preload(repo, server, capsys):
             assert "Warning: local: could not preload support-bot:latest" in captured.err
         else:
             assert "support-bot:latest" in running and "Warning" not in captured.err
+
+
+def test_one_unreachable_target_means_nothing_is_applied(repo, server, capsys):
+    from tests.test_stack_cli import free_port
+
+    # the reachable target comes first: planning every target before applying any protects it
+    text = STACK.replace("    url: ${CORRAL_URL}\n", f"    url: ${{CORRAL_URL}}\n  gone:\n    url: http://127.0.0.1:{free_port()}\n")
+    (Path(repo.working_tree_dir) / "stacks/stack.yaml").write_text(text)
+    assert stack("apply", "--auto-approve") == 1
+    assert "Error: target gone: could not connect to" in capsys.readouterr().err
+    with Client(server.url) as c:
+        assert c.tags() == []
+
+
+def test_markdown_plan_for_a_pull_request(repo, server, capsys):
+    assert stack("plan", "--format", "markdown", "--target", "local") == 0
+    md = capsys.readouterr().out
+    assert md.startswith("### Corral plan\n\n**Plan: 3 to create, 0 to update, 0 to replace, 0 to delete.**\n")
+    assert "| `+` | `support-bot:latest` | create | not on the server |" in md
