@@ -236,3 +236,36 @@ def test_markdown_plan_for_a_pull_request(repo, server, capsys):
     md = capsys.readouterr().out
     assert md.startswith("### Corral plan\n\n**Plan: 3 to create, 0 to update, 0 to replace, 0 to delete.**\n")
     assert "| `+` | `support-bot:latest` | create | not on the server |" in md
+
+
+def test_ctrl_c_while_waiting_for_the_lock(repo, server, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.server import REPO_ROOT
+
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    with apply_lock(base_url(server.url)), open(tmp_path / "err.txt", "w") as errors:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "toolchain.cli", "apply", "-f", "stacks/stack.yaml", "--auto-approve", "--lock-timeout", "120"],
+            cwd=repo.working_tree_dir, env=env, stdout=subprocess.PIPE, stderr=errors, text=True,
+        )
+        seen = []
+        try:
+            for line in proc.stdout:
+                seen.append(line)
+                if line.startswith("waiting for another stack apply against"):
+                    break
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    err = (tmp_path / "err.txt").read_text()
+    assert proc.returncode == 130, (seen, err)
+    assert "Interrupted after 0 change(s); every model is either old or new." in err, (out, err)
+    with Client(server.url) as c:
+        assert c.tags() == []

@@ -51,7 +51,7 @@ def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, check_fingerpr
                lock_timeout: float = 0.0, progress: Optional[TextIO] = None) -> ApplyResult:
     """Make `client`'s server match `plan`. Raises on the first failure (earlier steps stay done)."""
     result = ApplyResult(plan.target)
-    with apply_lock(client.url, timeout=lock_timeout):
+    with apply_lock(client.url, timeout=lock_timeout, notify=echo):
         if check_fingerprint:
             _, now = actual.read(client)
             if now != plan.fingerprint:
@@ -167,7 +167,7 @@ def lock_path(url: str) -> str:
 
 
 @contextlib.contextmanager
-def apply_lock(url: str, timeout: float = 0.0) -> Iterator[None]:
+def apply_lock(url: str, timeout: float = 0.0, notify: Optional[Echo] = None) -> Iterator[None]:
     """Exclusive per-server lock for this machine's users; waits up to `timeout` seconds.
 
     The operating system drops the lock when the holder exits, so a killed apply never
@@ -186,12 +186,15 @@ def apply_lock(url: str, timeout: float = 0.0) -> Iterator[None]:
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
+                holder = _read_holder(fd)
                 if time.monotonic() >= deadline:
-                    holder = _read_holder(fd)
                     raise LockedError(
                         f"another stack apply is running against {url}{holder}; "
                         "wait for it to finish, then run `stack plan` again"
                     ) from None
+                if notify is not None:
+                    notify(f"waiting for another stack apply against {url}{holder} (up to {timeout:g}s) ...")
+                    notify = None
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode())
