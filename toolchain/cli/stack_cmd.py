@@ -149,6 +149,25 @@ def diff(
         raise typer.Exit(2)
 
 
+def lock(
+    file: Path = typer.Option(Path(DEFAULT_FILE), "-f", "--file", help="The stack file."),
+    update: bool = typer.Option(False, "--update", help="Re-resolve pinned references too."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the new pins without writing them."),
+) -> None:
+    """Pin pulled models to the manifest digest their registry serves now (comments kept)."""
+    from toolchain.stack.pin import lock_file
+
+    changes = lock_file(file, update=update, dry_run=dry_run)
+    for c in changes:
+        typer.echo(f"{c.model}: {c.before} → {c.after}")
+    if not changes:
+        typer.echo("Every pulled model is pinned." if not update else "Every pin matches its registry.")
+    elif dry_run:
+        typer.echo(f"(dry run: {file} not changed)")
+    else:
+        typer.echo(f"Wrote {len(changes)} pin(s) to {file}.")
+
+
 def init(
     path: Path = typer.Argument(Path(DEFAULT_FILE), help="Where to write the starter stack."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
@@ -174,5 +193,6 @@ def register(app: typer.Typer) -> None:
     app.command("plan")(plan)
     app.command("apply")(apply)
     app.command("diff")(diff)
+    app.command("lock")(lock)
     app.command("init")(init)
     app.command("schema")(schema)

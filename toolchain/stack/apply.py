@@ -132,6 +132,9 @@ def _chunks(f: Any) -> Iterator[bytes]:
 
 
 def _pull(client: Client, model: str, ref: str, pin: Optional[str], insecure: bool, progress: Optional[TextIO]) -> None:
+    from toolchain.stack.pin import check_pin
+
+    check_pin(ref, pin, insecure)  # the server pulls by name: make sure the name still means the pin
     shown = ""
     for status in client.pull(ref, insecure=insecure):
         if progress is None:
