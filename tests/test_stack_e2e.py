@@ -269,3 +269,14 @@ def test_ctrl_c_while_waiting_for_the_lock(repo, server, tmp_path):
     assert "Interrupted after 0 change(s); every model is either old or new." in err, (out, err)
     with Client(server.url) as c:
         assert c.tags() == []
+
+
+def test_an_apply_that_waited_for_another_is_refused_if_the_server_changed(repo, server, tiny_gguf, capsys):
+    from toolchain.stack.apply import StalePlanError, apply_plan
+    from toolchain.stack.load import load
+    from toolchain.stack.targets import plan_stack
+
+    plans = plan_stack(load("stacks/stack.yaml"))  # planned while "another apply" is about to run
+    assert stack("apply", "--auto-approve") == 0  # the other apply
+    with Client(server.url) as c, pytest.raises(StalePlanError, match="plan is stale: the models on local"):
+        apply_plan(plans[0], c, echo=lambda _: None)

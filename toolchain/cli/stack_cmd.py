@@ -99,7 +99,7 @@ def apply(
     try:
         for p in plans:
             with clients[p.target].client() as client:
-                result = apply_plan(p, client, echo=typer.echo, check_fingerprint=saved, lock_timeout=lock_timeout,
+                result = apply_plan(p, client, echo=typer.echo, saved=saved, lock_timeout=lock_timeout,
                                     progress=sys.stderr)
             done += len(result.done)
             for warning in result.warnings:

@@ -47,18 +47,22 @@ class ApplyResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, check_fingerprint: bool = True,
+def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, saved: bool = False,
                lock_timeout: float = 0.0, progress: Optional[TextIO] = None) -> ApplyResult:
-    """Make `client`'s server match `plan`. Raises on the first failure (earlier steps stay done)."""
+    """Make `client`'s server match `plan`. Raises on the first failure (earlier steps stay done).
+
+    The server's fingerprint is checked under the lock, so a plan made before another apply
+    (or any other change) finished is refused rather than applied over it.
+    """
     result = ApplyResult(plan.target)
     with apply_lock(client.url, timeout=lock_timeout, notify=echo):
-        if check_fingerprint:
-            _, now = actual.read(client)
-            if now != plan.fingerprint:
-                raise StalePlanError(
-                    f"saved plan is stale: the models on {plan.target} ({plan.url}) changed since the plan was made; "
-                    "run `stack plan` again"
-                )
+        _, now = actual.read(client)
+        if now != plan.fingerprint:
+            what = "saved plan" if saved else "plan"
+            raise StalePlanError(
+                f"{what} is stale: the models on {plan.target} ({plan.url}) changed since the plan was made; "
+                "nothing was applied; run `stack plan` again"
+            )
         steps = [c for c in plan.pending if c.action != "delete"] + [c for c in plan.pending if c.action == "delete"]
         for n, change in enumerate(steps, 1):
             echo(f"[{plan.target}] {n}/{len(steps)} {_verb(change.action)} {change.model} ...")
