@@ -25,13 +25,21 @@ def _err(text: str) -> None:
 
 
 @app.command("serve")
-def serve() -> None:
+def serve(
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Start with this stack's runtime settings."),
+    apply: bool = typer.Option(False, "--apply", help="Apply the stack's models once the server answers."),
+) -> None:
     """Start the Ollama-compatible model server.
 
     Environment: OLLAMA_HOST (bind address, default 127.0.0.1:11434), OLLAMA_MODELS (model store,
     default ~/.ollama/models), OLLAMA_NOPRUNE (keep unused blobs).
     """
+    import os
+
     from server.serve import run  # lazy: the toolchain never imports the server otherwise
+    from toolchain.stack.serving import prepare_serve
+
+    prepare_serve(str(file) if file else None, apply, os.environ, _err)  # type: ignore[arg-type]
 
     run()
 
