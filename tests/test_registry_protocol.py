@@ -167,19 +167,17 @@ def test_garbage_instead_of_http_fails_cleanly(registry, puller, monkeypatch):
     assert store_files(puller.models) == {}
 
 
-def test_layer_digest_with_path_segments_is_refused_before_any_write(tmp_path, puller):
-    models = tmp_path / "evil"
-    config = {"mediaType": "application/vnd.docker.container.image.v1+json", **put_blob(models, b"{}")}
-    layer = {"mediaType": "application/vnd.ollama.image.model", "digest": "../../../../canary", "size": 3}
-    raw = manifest_bytes(config, [layer])
-    path = models / "manifests/registry.ollama.ai/team/evil/latest"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(raw)
+def test_layer_digest_with_path_segments_is_refused_before_any_write(registry, puller, tmp_path):
+    m = json.loads(registry.manifest)
+    traversal = "../../../../canary"
+    evil = manifest_bytes(m["config"], [{**m["layers"][0], "digest": traversal}])
     canary = tmp_path / "canary"
     canary.write_text("keep")
-    with ThreadServer(models) as evil:
-        _, lines = call(puller, "/api/pull", {"model": f"{evil.host}/team/evil", "insecure": True})
-    assert lines[-1] == {"error": "pull model manifest: invalid manifest: layer 0 has an invalid digest '../../../../canary'"}
+    with FaultProxy(registry.port) as proxy:
+        proxy.add(lambda s: "/manifests/" in s.path, Respond(200, evil))
+        _, lines = call(puller, "/api/pull", {"model": f"{proxy.host}/team/bot:v2", "insecure": True})
+        assert proxy.requests("GET", "/blobs/") == []
+    assert lines[-1] == {"error": f"pull model manifest: invalid manifest: layer 0 has an invalid digest {traversal!r}"}
     assert canary.read_text() == "keep"
     assert store_files(puller.models) == {}
 

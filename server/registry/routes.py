@@ -21,7 +21,6 @@ Errors use the registry's shape ``{"errors": [{"code", "message", "detail"}]}``.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from pathlib import Path
@@ -38,7 +37,8 @@ from server.registry.protocol import (
     is_blob_digest,
     parse_manifest,
 )
-from server.registry.storage import RegistryStore, sha256_file
+from server.errors import DigestMismatch
+from server.registry.storage import RegistryStore
 from toolchain.names import DEFAULT_HOST, Name
 
 __all__ = ["router", "MAX_UPLOAD_SESSIONS", "SESSION_TTL"]
@@ -61,7 +61,7 @@ def _store(request: Request) -> RegistryStore:
 
 
 def _push_enabled(request: Request) -> bool:
-    return bool(getattr(request.app.state, "registry_push", True))
+    return request.app.state.config.registry_push
 
 
 def _name(namespace: str, model: str, tag: str = "latest") -> Name | None:
@@ -208,13 +208,9 @@ async def _append(request: Request, path: Path) -> int | None:
 
 async def _commit(store: RegistryStore, staged: Path, digest: str, namespace: str, model: str) -> Response:
     try:
-        if store.blob_size(digest) is None:
-            actual, _size = await asyncio.to_thread(sha256_file, staged)
-            if actual != digest:
-                return _error(400, "DIGEST_INVALID", f"provided digest {digest} did not match uploaded content {actual}")
-            await asyncio.to_thread(store.commit_blob, staged, digest)
-    finally:
-        staged.unlink(missing_ok=True)
+        await asyncio.to_thread(store.adopt_blob, staged, digest)
+    except DigestMismatch as exc:
+        return _error(400, "DIGEST_INVALID", f"provided digest {digest} did not match uploaded content {exc.got}")
     return Response(
         status_code=201,
         headers={"Location": f"/v2/{namespace}/{model}/blobs/{digest}", "Docker-Content-Digest": digest},
@@ -307,9 +303,3 @@ async def cancel_upload(request: Request, namespace: str, model: str, session: s
         return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
     path.unlink(missing_ok=True)
     return Response(status_code=204)
-
-
-def push_enabled_from_env(environ: dict[str, str] | None = None) -> bool:
-    """Until a config field exists: CORRAL_REGISTRY_PUSH=0/false turns pushing off."""
-    value = (os.environ if environ is None else environ).get("CORRAL_REGISTRY_PUSH", "").strip().lower()
-    return value not in ("0", "f", "false", "no", "off")
