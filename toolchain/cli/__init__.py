@@ -60,3 +60,4 @@ app.add_typer(_modelfile_app, name="modelfile")  # stack modelfile fmt|check
 
 from toolchain.cli import models_cmd as _models_cmd  # noqa: E402,F401  (serve, create, list, show, cp, rm)
 from toolchain.cli import prompt_cmd as _prompt_cmd  # noqa: E402,F401  (stack prompt)
+from toolchain.cli import registry_cmd as _registry_cmd  # noqa: E402,F401  (stack pull, stack push)
