@@ -234,8 +234,12 @@ async def pull(
 ) -> AsyncIterator[dict]:
     """Yield Ollama's progress messages; raises RegistryError (message, status) on failure."""
 
+    learned: list[str | None] = [None]  # the Authorization the manifest request ended up with
+
     def remote_factory() -> Remote:
-        return Remote(name, insecure=insecure, credentials=credentials)
+        remote = Remote(name, insecure=insecure, credentials=credentials)
+        remote.authorization = learned[0] or remote.authorization
+        return remote
 
     yield {"status": "pulling manifest"}
     async with remote_factory() as remote:
@@ -243,6 +247,7 @@ async def pull(
             manifest = await fetch_manifest(remote, name)
         except RegistryError as exc:
             raise exc.prefixed("pull model manifest") from None
+        learned[0] = remote.authorization
 
     # Pinned: a concurrent delete's prune must not remove blobs this pull is about to reference.
     with store.store.pin(d.digest for d in manifest.blobs()):
