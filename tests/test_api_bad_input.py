@@ -243,3 +243,13 @@ def test_wrong_field_types_in_create(srv):
     create(srv, {"model": "x", "from": "base", "files": ["a"]}, 400, "invalid value for CreateRequest.files")
     create(srv, {"model": "x", "from": "base", "parameters": [1]}, 400, "invalid value for CreateRequest.parameters")
     create(srv, {"model": "x", "from": "base", "messages": [{"role": 1}]}, 400, "messages must be objects")
+
+
+def test_oversized_json_body(srv):
+    huge = b'{"model": "' + b"x" * (33 << 20) + b'"}'
+    check(srv, "POST", "/api/show", 413, "request body larger than", content=huge)
+
+
+def test_template_that_does_not_parse(srv):
+    create(srv, {"model": "x", "from": "base", "template": "{{ .Prompt"}, 400, "template error: ")
+    create(srv, {"model": "x", "modelfile": "FROM base\nTEMPLATE {{ if .System }}"}, 400, "template error: ")
