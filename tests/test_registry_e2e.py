@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server.store import Store
 from tests.support.faultproxy import Cut, FaultProxy
 from tests.support.server import REPO_ROOT, ServerProcess, _wait_ready, free_port, start_server
 from toolchain.cli import main
@@ -98,6 +99,7 @@ def test_push_to_a_team_server_and_pull_into_an_empty_store(servers, tmp_path, t
             if path.startswith("blobs/"):
                 assert blobs_a[path] == data
                 assert path == "blobs/sha256-" + hashlib.sha256(data).hexdigest()
+        assert Store(c.models).verify() == []
 
 
 def test_stack_pull_of_a_model_created_on_the_team_server(servers, tmp_path, tiny_gguf, monkeypatch, capsys):
@@ -178,4 +180,5 @@ def test_disk_full_fails_cleanly_and_leaves_the_store_unchanged(servers, tmp_pat
         )
         assert (r.status_code, r.json()) == (507, {"error": f"no space left on device while writing {model_digest}"})
         assert visible_files(c.models) == before
+        assert Store(c.models).verify() == []
         assert c.proc.poll() is None  # the server lives on

@@ -284,3 +284,13 @@ def test_two_pulls_of_one_blob_at_once_download_it_once(registry, tmp_path):
         assert results["first"][-1] == {"status": "success"}
         assert results["second"][-1] == {"status": "success"}
         assert len(proxy.requests("GET", d)) == 1
+
+
+def test_pulling_a_new_version_removes_the_layers_only_the_old_one_used(registry, puller):
+    name = {"model": f"{registry.host}/team/bot:v2", "insecure": True}
+    assert call(puller, "/api/pull", name)[1][-1] == {"status": "success"}
+    old_model = json.loads(registry.manifest)["layers"][0]["digest"]
+    put_model(registry.models, "registry.ollama.ai/team/bot/v2", MODEL_BYTES[::-1])  # v2 retagged
+    _, lines = call(puller, "/api/pull", name)
+    assert statuses(lines)[-3:] == ["writing manifest", "removing unused layers", "success"]
+    assert not (puller.models / "blobs" / old_model.replace(":", "-")).exists()

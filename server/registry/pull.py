@@ -273,8 +273,11 @@ async def _pull_blobs(
     # Every blob was hashed before it became visible (above); the message keeps Ollama's sequence.
     yield {"status": "verifying sha256 digest"}
     yield {"status": "writing manifest"}
-    try:
+    previous = store.read_manifest(name.without_digest())
+    try:  # the Store prunes the replaced manifest's blobs nothing else uses (unless OLLAMA_NOPRUNE)
         await asyncio.to_thread(store.write_manifest, name.without_digest(), manifest.raw)
     except ServerError as exc:  # a blob removed behind our back (MissingBlob), a bad name...
         raise RegistryError(exc.message, exc.status) from None
+    if previous is not None and previous != manifest.raw and not store.store.noprune:
+        yield {"status": "removing unused layers"}
     yield {"status": "success"}
