@@ -168,7 +168,7 @@ def start_limited_server(models: Path, max_file_bytes: int) -> ServerProcess:
 
 
 def test_disk_full_fails_cleanly_and_leaves_the_store_unchanged(servers, tmp_path, tiny_gguf):
-    _, b = servers
+    a, b = servers
     create(b, "team/big:v1", tiny_gguf)
     model_digest = "sha256:" + hashlib.sha256(tiny_gguf.read_bytes()).hexdigest()
     with start_limited_server(tmp_path / "c", max_file_bytes=128 * 1024) as c:
@@ -181,4 +181,13 @@ def test_disk_full_fails_cleanly_and_leaves_the_store_unchanged(servers, tmp_pat
         assert (r.status_code, r.json()) == (507, {"error": f"no space left on device while writing {model_digest}"})
         assert visible_files(c.models) == before
         assert Store(c.models).verify() == []
+
+        # The other direction: a push into the full server.
+        create(a, "team/big:v1", tiny_gguf)
+        remote = f"127.0.0.1:{c.port}/team/big:v1"
+        assert httpx.post(f"{a.url}/api/copy", json={"source": "team/big:v1", "destination": remote}).status_code == 200
+        r = httpx.post(f"{a.url}/api/push", json={"model": remote, "insecure": True, "stream": False}, timeout=120)
+        assert (r.status_code, r.json()) == (502, {"error": "507: no space left on device"})
+        assert visible_files(c.models) == before
+        assert list((c.models / "blobs" / ".uploads").iterdir()) == []
         assert c.proc.poll() is None  # the server lives on

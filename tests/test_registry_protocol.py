@@ -294,3 +294,39 @@ def test_pulling_a_new_version_removes_the_layers_only_the_old_one_used(registry
     _, lines = call(puller, "/api/pull", name)
     assert statuses(lines)[-3:] == ["writing manifest", "removing unused layers", "success"]
     assert not (puller.models / "blobs" / old_model.replace(":", "-")).exists()
+
+
+def test_duplicate_digests_and_empty_blobs(registry, puller, tmp_path):
+    """A config that is also a layer is fetched and verified once; a zero-byte blob needs no request."""
+    models = tmp_path / "odd"
+    empty = {"mediaType": "application/vnd.ollama.image.license", **put_blob(models, b"")}
+    weights = {"mediaType": "application/vnd.ollama.image.model", **put_blob(models, MODEL_BYTES)}
+    raw = manifest_bytes({**weights, "mediaType": "application/vnd.docker.container.image.v1+json"}, [weights, empty])
+    path = models / "manifests/registry.ollama.ai/team/odd/latest"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(raw)
+    with ThreadServer(models) as odd, FaultProxy(odd.port) as proxy:
+        _, lines = call(puller, "/api/pull", {"model": f"{proxy.host}/team/odd", "insecure": True})
+        assert lines[-1] == {"status": "success"}
+        assert len(proxy.requests("GET", "/blobs/")) == 1
+    assert (puller.models / "blobs" / empty["digest"].replace(":", "-")).read_bytes() == b""
+    from server.store import Store
+
+    assert Store(puller.models).verify() == []
+
+
+def test_redirects_are_followed_only_on_the_same_host(registry, puller, monkeypatch):
+    monkeypatch.setattr(pull_mod, "_backoff", lambda attempt: 0.0)
+    d = json.loads(registry.manifest)["layers"][0]["digest"]
+    with FaultProxy(registry.port) as proxy:
+        # Same host: followed (a registry may move blobs to another path).
+        proxy.add(lambda s: s.path.endswith(d), Respond(307, b"", {"Location": f"/v2/team/bot/blobs/{d}?moved=1"}))
+        _, lines = call(puller, "/api/pull", {"model": f"{proxy.host}/team/bot:v2", "insecure": True})
+        assert lines[-1] == {"status": "success"}
+        assert proxy.requests("GET", "moved=1")
+    with ThreadServer(puller.models.parent / "c2") as c2, FaultProxy(registry.port) as proxy:
+        # Another host (here: another port): refused, nothing fetched from it, nothing stored.
+        proxy.add(lambda s: s.path.endswith(d), Respond(307, b"", {"Location": f"http://127.0.0.1:{registry.port}/x"}))
+        _, lines = call(c2, "/api/pull", {"model": f"{proxy.host}/team/bot:v2", "insecure": True})
+        assert lines[-1] == {"error": f"registry redirected to another host: http://127.0.0.1:{registry.port}/x"}
+        assert not [f for f in store_files(c2.models) if f.startswith("manifests/")]

@@ -184,3 +184,22 @@ def test_v2_manifest_put_checks_blobs_size_and_json(registry):
     assert http.get("/v2/team/bot/manifests/sha256:" + "0" * 64).status_code == 404
     assert http.get("/v2/team/bot/manifests/nope").json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
     assert http.put("/v2/team/bot/manifests/..", content=good, headers=headers).status_code in (400, 404)
+
+
+def test_the_official_ollama_client_pulls_and_pushes(source, tmp_path):
+    import ollama
+
+    with ThreadServer(tmp_path / "b") as b:
+        raw = put_model(source.models, f"{b.host}/team/bot/v2", MODEL_BYTES)
+        client = ollama.Client(host=source.url)
+        pushed = [p.status for p in client.push(f"{b.host}/team/bot:v2", insecure=True, stream=True)]
+        assert pushed[0] == "retrieving manifest" and pushed[-1] == "success"
+        with ThreadServer(tmp_path / "c") as c:
+            progress = list(ollama.Client(host=c.url).pull(f"{b.host}/team/bot:v2", insecure=True, stream=True))
+            assert progress[-1].status == "success"
+            model = [p for p in progress if p.digest == json.loads(raw)["layers"][0]["digest"]][-1]
+            assert model.total == model.completed == len(MODEL_BYTES)
+            assert ollama.Client(host=c.url).pull(f"{b.host}/team/bot:v2", insecure=True).status == "success"
+            with pytest.raises(ollama.ResponseError) as err:
+                ollama.Client(host=c.url).pull(f"{b.host}/team/none:v2", insecure=True)
+            assert err.value.error == "pull model manifest: file does not exist"

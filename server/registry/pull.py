@@ -138,6 +138,7 @@ async def _fetch_blob(store: RegistryStore, dl: _Download, remote_factory: Remot
     desc = dl.desc
     partial = store.partial_path(desc.digest)
     try:
+        partial.touch()  # exists even for a zero-byte blob, which needs no request at all
         async with remote_factory() as remote:
             await _fetch_into(remote, partial, dl)
         try:  # hashed as the Store copies it in; renamed to its address only if it matches

@@ -21,6 +21,7 @@ Errors use the registry's shape ``{"errors": [{"code", "message", "detail"}]}``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 import uuid
 from pathlib import Path
@@ -194,21 +195,42 @@ def _session_headers(namespace: str, model: str, session: str, size: int) -> dic
     }
 
 
+class _DiskFull(Exception):
+    pass
+
+
 async def _append(request: Request, path: Path) -> int | None:
-    """Append the request body to a session file; None if the blob would exceed MAX_BLOB_SIZE."""
+    """Append the request body to a session file; None if the blob would exceed MAX_BLOB_SIZE.
+
+    A full disk (ENOSPC, EFBIG, EDQUOT) removes the session and raises _DiskFull.
+    """
     size = path.stat().st_size
-    with path.open("ab") as f:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BLOB_SIZE:
-                return None
-            f.write(chunk)
+    try:
+        with path.open("ab") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BLOB_SIZE:
+                    return None
+                f.write(chunk)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            path.unlink(missing_ok=True)
+            raise _DiskFull() from None
+        raise
     return size
+
+
+def _disk_full() -> JSONResponse:
+    return _error(507, "DISK_FULL", "no space left on device")
 
 
 async def _commit(store: RegistryStore, staged: Path, digest: str, namespace: str, model: str) -> Response:
     try:
         await asyncio.to_thread(store.adopt_blob, staged, digest)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            return _disk_full()
+        raise
     except DigestMismatch as exc:
         return _error(400, "DIGEST_INVALID", f"provided digest {digest} did not match uploaded content {exc.got}")
     return Response(
@@ -241,9 +263,12 @@ async def start_upload(request: Request, namespace: str, model: str) -> Response
         if not is_blob_digest(digest):
             path.unlink()
             return _error(400, "DIGEST_INVALID", "invalid digest format")
-        if await _append(request, path) is None:
-            path.unlink()
-            return _error(413, "SIZE_INVALID", "blob too large")
+        try:
+            if await _append(request, path) is None:
+                path.unlink()
+                return _error(413, "SIZE_INVALID", "blob too large")
+        except _DiskFull:
+            return _disk_full()
         return await _commit(store, path, digest, namespace, model)
     return Response(status_code=202, headers=_session_headers(namespace, model, session, 0))
 
@@ -261,7 +286,10 @@ async def patch_upload(request: Request, namespace: str, model: str, session: st
         start, _, _end = content_range.removeprefix("bytes=").partition("-")
         if not start.isdigit() or int(start) != size:
             return Response(status_code=416, headers=_session_headers(namespace, model, session, size))
-    new_size = await _append(request, path)
+    try:
+        new_size = await _append(request, path)
+    except _DiskFull:
+        return _disk_full()
     if new_size is None:
         path.unlink(missing_ok=True)
         return _error(413, "SIZE_INVALID", "blob too large")
@@ -280,9 +308,12 @@ async def finish_upload(request: Request, namespace: str, model: str, session: s
     if not is_blob_digest(digest):
         path.unlink(missing_ok=True)
         return _error(400, "DIGEST_INVALID", "invalid digest format")
-    if await _append(request, path) is None:
-        path.unlink(missing_ok=True)
-        return _error(413, "SIZE_INVALID", "blob too large")
+    try:
+        if await _append(request, path) is None:
+            path.unlink(missing_ok=True)
+            return _error(413, "SIZE_INVALID", "blob too large")
+    except _DiskFull:
+        return _disk_full()
     return await _commit(store, path, digest, namespace, model)
 
 
