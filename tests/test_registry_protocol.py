@@ -330,3 +330,30 @@ def test_redirects_are_followed_only_on_the_same_host(registry, puller, monkeypa
         _, lines = call(c2, "/api/pull", {"model": f"{proxy.host}/team/bot:v2", "insecure": True})
         assert lines[-1] == {"error": f"registry redirected to another host: http://127.0.0.1:{registry.port}/x"}
         assert not [f for f in store_files(c2.models) if f.startswith("manifests/")]
+
+
+def test_a_client_that_goes_away_stops_the_download_and_a_later_pull_resumes(registry, puller):
+    d = json.loads(registry.manifest)["layers"][0]["digest"]
+    release = threading.Event()
+    blob = puller.models / "blobs" / d.replace(":", "-")
+    partial = blob.with_name(blob.name + "-partial")
+    with FaultProxy(registry.port) as proxy:
+        proxy.add(lambda s: s.method == "GET" and d in s.path, Hold(after=300_000, event=release))
+        name = {"model": f"{proxy.host}/team/bot:v2", "insecure": True}
+        with httpx.Client(timeout=60) as client, client.stream("POST", puller.url + "/api/pull", json=name) as r:
+            for line in r.iter_lines():
+                if json.loads(line).get("completed"):
+                    break  # bytes are arriving: hang up
+        for _ in range(1000):  # bounded: until the server has dropped the download
+            if not pull_mod._downloads:
+                break
+            time.sleep(0.01)
+        assert not pull_mod._downloads
+        release.set()
+        assert not blob.exists() and 0 < partial.stat().st_size <= 300_000
+        assert not [f for f in store_files(puller.models) if f.startswith("manifests/")]
+
+        _, lines = call(puller, "/api/pull", name)
+        assert lines[-1] == {"status": "success"}
+        assert proxy.requests("GET", d)[-1].headers["range"].startswith("bytes=")
+    assert blob.read_bytes() == MODEL_BYTES and not partial.exists()
