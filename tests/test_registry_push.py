@@ -109,6 +109,7 @@ def _upload(http: httpx.Client, data: bytes, digest: str) -> httpx.Response:
     r = http.post("/v2/team/bot/blobs/uploads/")
     assert r.status_code == 202
     location = r.headers["location"]
+    assert location.startswith(str(http.base_url).rstrip("/") + "/v2/team/bot/blobs/uploads/")  # absolute, for Ollama
     r = http.patch(location, content=data, headers={"Content-Range": f"0-{len(data) - 1}"})
     assert r.status_code == 202 and r.headers["range"] == f"0-{len(data) - 1}"
     return http.put(r.headers["location"], params={"digest": digest})
@@ -122,6 +123,8 @@ def test_v2_base_and_blob_ranges(registry):
     assert http.head(f"/v2/team/bot/blobs/{d}").status_code == 404
     r = _upload(http, data, d)
     assert r.status_code == 201 and r.headers["docker-content-digest"] == d
+    # What Ollama's own client needs: a Location on the blob (its source for ranged GETs).
+    assert http.get(f"/v2/team/bot/blobs/{d}").headers["location"] == f"/v2/team/bot/blobs/{d}"
     r = http.get(f"/v2/team/bot/blobs/{d}", headers={"Range": "bytes=10-19"})
     assert (r.status_code, r.content, r.headers["content-range"]) == (206, b"0123456789", "bytes 10-19/1000")
     r = http.head(f"/v2/team/bot/blobs/{d}")

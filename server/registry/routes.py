@@ -159,7 +159,9 @@ async def get_blob(request: Request, namespace: str, model: str, digest: str) ->
     path = _store(request).blob_path(digest)
     if not path.is_file():
         return _error(404, "BLOB_UNKNOWN", "blob unknown to registry")
-    headers = {"Docker-Content-Digest": digest}
+    # Ollama's puller takes the blob URL to fetch ranges from out of `Location` (registry.ollama.ai
+    # redirects to a CDN) and fails without one; here the blob is served where it was asked for.
+    headers = {"Docker-Content-Digest": digest, "Location": request.url.path}
     return FileResponse(path, media_type="application/octet-stream", headers=headers)
 
 
@@ -187,9 +189,11 @@ def _expire_sessions(directory: Path) -> int:
     return remaining
 
 
-def _session_headers(namespace: str, model: str, session: str, size: int) -> dict[str, str]:
+def _session_headers(request: Request, namespace: str, model: str, session: str, size: int) -> dict[str, str]:
+    # Absolute: Ollama's client parses the Location as is and sends the next PATCH/PUT to it.
+    base = str(request.base_url).rstrip("/")
     return {
-        "Location": f"/v2/{namespace}/{model}/blobs/uploads/{session}",
+        "Location": f"{base}/v2/{namespace}/{model}/blobs/uploads/{session}",
         "Docker-Upload-UUID": session,
         "Range": f"0-{max(size - 1, 0)}",
     }
@@ -270,7 +274,7 @@ async def start_upload(request: Request, namespace: str, model: str) -> Response
         except _DiskFull:
             return _disk_full()
         return await _commit(store, path, digest, namespace, model)
-    return Response(status_code=202, headers=_session_headers(namespace, model, session, 0))
+    return Response(status_code=202, headers=_session_headers(request, namespace, model, session, 0))
 
 
 @router.patch("/v2/{namespace}/{model}/blobs/uploads/{session}")
@@ -285,7 +289,7 @@ async def patch_upload(request: Request, namespace: str, model: str, session: st
     if content_range:
         start, _, _end = content_range.removeprefix("bytes=").partition("-")
         if not start.isdigit() or int(start) != size:
-            return Response(status_code=416, headers=_session_headers(namespace, model, session, size))
+            return Response(status_code=416, headers=_session_headers(request, namespace, model, session, size))
     try:
         new_size = await _append(request, path)
     except _DiskFull:
@@ -293,7 +297,7 @@ async def patch_upload(request: Request, namespace: str, model: str, session: st
     if new_size is None:
         path.unlink(missing_ok=True)
         return _error(413, "SIZE_INVALID", "blob too large")
-    return Response(status_code=202, headers=_session_headers(namespace, model, session, new_size))
+    return Response(status_code=202, headers=_session_headers(request, namespace, model, session, new_size))
 
 
 @router.put("/v2/{namespace}/{model}/blobs/uploads/{session}")
@@ -322,7 +326,7 @@ async def upload_status(request: Request, namespace: str, model: str, session: s
     path = _session_path(_store(request), session)
     if path is None or not path.is_file():
         return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
-    return Response(status_code=204, headers=_session_headers(namespace, model, session, path.stat().st_size))
+    return Response(status_code=204, headers=_session_headers(request, namespace, model, session, path.stat().st_size))
 
 
 @router.delete("/v2/{namespace}/{model}/blobs/uploads/{session}")
