@@ -141,8 +141,11 @@ def test_missing_model_is_ollamas_file_does_not_exist(registry, puller):
          "pull model manifest: registry answered with an unsupported content encoding 'gzip'"),
         (Respond(200, b" " * (4 * 1024 * 1024 + 1)),
          "pull model manifest: manifest too large: more than 4194304 bytes"),
+        (Respond(200, b"{}", {"Docker-Content-Digest": "sha256:" + "0" * 64}),
+         "pull model manifest: manifest digest mismatch: registry announced sha256:" + "0" * 64
+         + ", got " + digest_of(b"{}")),
     ],
-    ids=["500", "403-docker-error", "not-json", "schema-1", "gzip", "oversize"],
+    ids=["500", "403-docker-error", "not-json", "schema-1", "gzip", "oversize", "announced-digest"],
 )
 def test_bad_manifest_answers_fail_cleanly(registry, puller, action, message, monkeypatch):
     monkeypatch.setattr(pull_mod, "_backoff", lambda attempt: 0.0)
