@@ -44,6 +44,11 @@ def parse_host(raw: str) -> str:
     return raw or f"127.0.0.1:{DEFAULT_PORT}"
 
 
+def parse_bool_default_true(raw: str) -> bool:
+    """Like `parse_bool`, but unset means on."""
+    return parse_bool(raw) if raw else True
+
+
 def setting(env: str, parse: Callable[[str], Any], help: str) -> Any:
     """Declare a Config field read from `env` with `parse` (given the cleaned string, "" when unset)."""
     return field(default_factory=lambda: parse(""), metadata={"env": env, "parse": parse, "help": help})
@@ -54,6 +59,11 @@ class Config:
     host: str = setting("OLLAMA_HOST", parse_host, "IP address and port for the server (default 127.0.0.1:11434)")
     models: Path = setting("OLLAMA_MODELS", parse_models, "The path to the models directory (default ~/.ollama/models)")
     noprune: bool = setting("OLLAMA_NOPRUNE", parse_bool, "Do not prune model blobs on startup or after delete")
+    registry_push: bool = setting(
+        "CORRAL_REGISTRY_PUSH",
+        parse_bool_default_true,
+        "Accept pushes to this server's /v2/ registry (default on; 0/false answers 403 to every upload)",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Config":

@@ -141,8 +141,11 @@ def test_missing_model_is_ollamas_file_does_not_exist(registry, puller):
          "pull model manifest: registry answered with an unsupported content encoding 'gzip'"),
         (Respond(200, b" " * (4 * 1024 * 1024 + 1)),
          "pull model manifest: manifest too large: more than 4194304 bytes"),
+        (Respond(200, b"{}", {"Docker-Content-Digest": "sha256:" + "0" * 64}),
+         "pull model manifest: manifest digest mismatch: registry announced sha256:" + "0" * 64
+         + ", got " + digest_of(b"{}")),
     ],
-    ids=["500", "403-docker-error", "not-json", "schema-1", "gzip", "oversize"],
+    ids=["500", "403-docker-error", "not-json", "schema-1", "gzip", "oversize", "announced-digest"],
 )
 def test_bad_manifest_answers_fail_cleanly(registry, puller, action, message, monkeypatch):
     monkeypatch.setattr(pull_mod, "_backoff", lambda attempt: 0.0)
@@ -167,19 +170,17 @@ def test_garbage_instead_of_http_fails_cleanly(registry, puller, monkeypatch):
     assert store_files(puller.models) == {}
 
 
-def test_layer_digest_with_path_segments_is_refused_before_any_write(tmp_path, puller):
-    models = tmp_path / "evil"
-    config = {"mediaType": "application/vnd.docker.container.image.v1+json", **put_blob(models, b"{}")}
-    layer = {"mediaType": "application/vnd.ollama.image.model", "digest": "../../../../canary", "size": 3}
-    raw = manifest_bytes(config, [layer])
-    path = models / "manifests/registry.ollama.ai/team/evil/latest"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(raw)
+def test_layer_digest_with_path_segments_is_refused_before_any_write(registry, puller, tmp_path):
+    m = json.loads(registry.manifest)
+    traversal = "../../../../canary"
+    evil = manifest_bytes(m["config"], [{**m["layers"][0], "digest": traversal}])
     canary = tmp_path / "canary"
     canary.write_text("keep")
-    with ThreadServer(models) as evil:
-        _, lines = call(puller, "/api/pull", {"model": f"{evil.host}/team/evil", "insecure": True})
-    assert lines[-1] == {"error": "pull model manifest: invalid manifest: layer 0 has an invalid digest '../../../../canary'"}
+    with FaultProxy(registry.port) as proxy:
+        proxy.add(lambda s: "/manifests/" in s.path, Respond(200, evil))
+        _, lines = call(puller, "/api/pull", {"model": f"{proxy.host}/team/bot:v2", "insecure": True})
+        assert proxy.requests("GET", "/blobs/") == []
+    assert lines[-1] == {"error": f"pull model manifest: invalid manifest: layer 0 has an invalid digest {traversal!r}"}
     assert canary.read_text() == "keep"
     assert store_files(puller.models) == {}
 
@@ -286,3 +287,76 @@ def test_two_pulls_of_one_blob_at_once_download_it_once(registry, tmp_path):
         assert results["first"][-1] == {"status": "success"}
         assert results["second"][-1] == {"status": "success"}
         assert len(proxy.requests("GET", d)) == 1
+
+
+def test_pulling_a_new_version_removes_the_layers_only_the_old_one_used(registry, puller):
+    name = {"model": f"{registry.host}/team/bot:v2", "insecure": True}
+    assert call(puller, "/api/pull", name)[1][-1] == {"status": "success"}
+    old_model = json.loads(registry.manifest)["layers"][0]["digest"]
+    put_model(registry.models, "registry.ollama.ai/team/bot/v2", MODEL_BYTES[::-1])  # v2 retagged
+    _, lines = call(puller, "/api/pull", name)
+    assert statuses(lines)[-3:] == ["writing manifest", "removing unused layers", "success"]
+    assert not (puller.models / "blobs" / old_model.replace(":", "-")).exists()
+
+
+def test_duplicate_digests_and_empty_blobs(registry, puller, tmp_path):
+    """A config that is also a layer is fetched and verified once; a zero-byte blob needs no request."""
+    models = tmp_path / "odd"
+    empty = {"mediaType": "application/vnd.ollama.image.license", **put_blob(models, b"")}
+    weights = {"mediaType": "application/vnd.ollama.image.model", **put_blob(models, MODEL_BYTES)}
+    raw = manifest_bytes({**weights, "mediaType": "application/vnd.docker.container.image.v1+json"}, [weights, empty])
+    path = models / "manifests/registry.ollama.ai/team/odd/latest"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(raw)
+    with ThreadServer(models) as odd, FaultProxy(odd.port) as proxy:
+        _, lines = call(puller, "/api/pull", {"model": f"{proxy.host}/team/odd", "insecure": True})
+        assert lines[-1] == {"status": "success"}
+        assert len(proxy.requests("GET", "/blobs/")) == 1
+    assert (puller.models / "blobs" / empty["digest"].replace(":", "-")).read_bytes() == b""
+    from server.store import Store
+
+    assert Store(puller.models).verify() == []
+
+
+def test_redirects_are_followed_only_on_the_same_host(registry, puller, monkeypatch):
+    monkeypatch.setattr(pull_mod, "_backoff", lambda attempt: 0.0)
+    d = json.loads(registry.manifest)["layers"][0]["digest"]
+    with FaultProxy(registry.port) as proxy:
+        # Same host: followed (a registry may move blobs to another path).
+        proxy.add(lambda s: s.path.endswith(d), Respond(307, b"", {"Location": f"/v2/team/bot/blobs/{d}?moved=1"}))
+        _, lines = call(puller, "/api/pull", {"model": f"{proxy.host}/team/bot:v2", "insecure": True})
+        assert lines[-1] == {"status": "success"}
+        assert proxy.requests("GET", "moved=1")
+    with ThreadServer(puller.models.parent / "c2") as c2, FaultProxy(registry.port) as proxy:
+        # Another host (here: another port): refused, nothing fetched from it, nothing stored.
+        proxy.add(lambda s: s.path.endswith(d), Respond(307, b"", {"Location": f"http://127.0.0.1:{registry.port}/x"}))
+        _, lines = call(c2, "/api/pull", {"model": f"{proxy.host}/team/bot:v2", "insecure": True})
+        assert lines[-1] == {"error": f"registry redirected to another host: http://127.0.0.1:{registry.port}/x"}
+        assert not [f for f in store_files(c2.models) if f.startswith("manifests/")]
+
+
+def test_a_client_that_goes_away_stops_the_download_and_a_later_pull_resumes(registry, puller):
+    d = json.loads(registry.manifest)["layers"][0]["digest"]
+    release = threading.Event()
+    blob = puller.models / "blobs" / d.replace(":", "-")
+    partial = blob.with_name(blob.name + "-partial")
+    with FaultProxy(registry.port) as proxy:
+        proxy.add(lambda s: s.method == "GET" and d in s.path, Hold(after=300_000, event=release))
+        name = {"model": f"{proxy.host}/team/bot:v2", "insecure": True}
+        with httpx.Client(timeout=60) as client, client.stream("POST", puller.url + "/api/pull", json=name) as r:
+            for line in r.iter_lines():
+                if json.loads(line).get("completed"):
+                    break  # bytes are arriving: hang up
+        for _ in range(1000):  # bounded: until the server has dropped the download
+            if not pull_mod._downloads:
+                break
+            time.sleep(0.01)
+        assert not pull_mod._downloads
+        release.set()
+        assert not blob.exists() and 0 < partial.stat().st_size <= 300_000
+        assert not [f for f in store_files(puller.models) if f.startswith("manifests/")]
+
+        _, lines = call(puller, "/api/pull", name)
+        assert lines[-1] == {"status": "success"}
+        assert proxy.requests("GET", d)[-1].headers["range"].startswith("bytes=")
+    assert blob.read_bytes() == MODEL_BYTES and not partial.exists()

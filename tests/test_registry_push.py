@@ -109,6 +109,7 @@ def _upload(http: httpx.Client, data: bytes, digest: str) -> httpx.Response:
     r = http.post("/v2/team/bot/blobs/uploads/")
     assert r.status_code == 202
     location = r.headers["location"]
+    assert location.startswith(str(http.base_url).rstrip("/") + "/v2/team/bot/blobs/uploads/")  # absolute, for Ollama
     r = http.patch(location, content=data, headers={"Content-Range": f"0-{len(data) - 1}"})
     assert r.status_code == 202 and r.headers["range"] == f"0-{len(data) - 1}"
     return http.put(r.headers["location"], params={"digest": digest})
@@ -122,6 +123,8 @@ def test_v2_base_and_blob_ranges(registry):
     assert http.head(f"/v2/team/bot/blobs/{d}").status_code == 404
     r = _upload(http, data, d)
     assert r.status_code == 201 and r.headers["docker-content-digest"] == d
+    # What Ollama's own client needs: a Location on the blob (its source for ranged GETs).
+    assert http.get(f"/v2/team/bot/blobs/{d}").headers["location"] == f"/v2/team/bot/blobs/{d}"
     r = http.get(f"/v2/team/bot/blobs/{d}", headers={"Range": "bytes=10-19"})
     assert (r.status_code, r.content, r.headers["content-range"]) == (206, b"0123456789", "bytes 10-19/1000")
     r = http.head(f"/v2/team/bot/blobs/{d}")
@@ -173,7 +176,7 @@ def test_v2_manifest_put_checks_blobs_size_and_json(registry):
     evil = manifest_bytes(cfg, [{"mediaType": "x", "digest": "sha256:../../../etc/passwd", "size": 1}])
     r = http.put("/v2/team/bot/manifests/v1", content=evil, headers=headers)
     assert (r.status_code, r.json()["errors"][0]["code"]) == (400, "MANIFEST_INVALID")
-    assert not (registry.models / "manifests").exists()
+    assert not [f for f in store_files(registry.models) if f.startswith("manifests/")]
 
     r = http.put("/v2/team/bot/manifests/v1", content=good, headers=headers)
     assert r.status_code == 201 and r.headers["docker-content-digest"] == digest_of(good)
@@ -184,3 +187,22 @@ def test_v2_manifest_put_checks_blobs_size_and_json(registry):
     assert http.get("/v2/team/bot/manifests/sha256:" + "0" * 64).status_code == 404
     assert http.get("/v2/team/bot/manifests/nope").json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
     assert http.put("/v2/team/bot/manifests/..", content=good, headers=headers).status_code in (400, 404)
+
+
+def test_the_official_ollama_client_pulls_and_pushes(source, tmp_path):
+    import ollama
+
+    with ThreadServer(tmp_path / "b") as b:
+        raw = put_model(source.models, f"{b.host}/team/bot/v2", MODEL_BYTES)
+        client = ollama.Client(host=source.url)
+        pushed = [p.status for p in client.push(f"{b.host}/team/bot:v2", insecure=True, stream=True)]
+        assert pushed[0] == "retrieving manifest" and pushed[-1] == "success"
+        with ThreadServer(tmp_path / "c") as c:
+            progress = list(ollama.Client(host=c.url).pull(f"{b.host}/team/bot:v2", insecure=True, stream=True))
+            assert progress[-1].status == "success"
+            model = [p for p in progress if p.digest == json.loads(raw)["layers"][0]["digest"]][-1]
+            assert model.total == model.completed == len(MODEL_BYTES)
+            assert ollama.Client(host=c.url).pull(f"{b.host}/team/bot:v2", insecure=True).status == "success"
+            with pytest.raises(ollama.ResponseError) as err:
+                ollama.Client(host=c.url).pull(f"{b.host}/team/none:v2", insecure=True)
+            assert err.value.error == "pull model manifest: file does not exist"

@@ -90,7 +90,7 @@ class Remote:
         self.base = f"{scheme}://{name.host}"
         self.repo = f"/v2/{name.namespace}/{name.model}"
         self.credentials = credentials
-        self._authorization = credentials.authorization() if credentials else None
+        self.authorization = credentials.authorization() if credentials else None
         self._http = httpx.AsyncClient(
             follow_redirects=False,
             timeout=httpx.Timeout(timeout, connect=15.0),
@@ -135,8 +135,8 @@ class Remote:
         authorized_once = False
         for _ in range(MAX_REDIRECTS + 2):
             hdrs = dict(headers or {})
-            if self._authorization:
-                hdrs["Authorization"] = self._authorization
+            if self.authorization:
+                hdrs["Authorization"] = self.authorization
             request = self._http.build_request(method, url, headers=hdrs, content=content)
             response = await self._http.send(request, stream=True)
             try:
@@ -165,7 +165,7 @@ class Remote:
         c = self.credentials
         if scheme.lower() == "basic":
             if c and c.username:
-                self._authorization = creds_mod.basic(c.username, c.password)
+                self.authorization = creds_mod.basic(c.username, c.password)
                 return True
             return False
         if scheme.lower() != "bearer":
@@ -196,7 +196,7 @@ class Remote:
             return False
         if not isinstance(token, str) or not token:
             return False
-        self._authorization = f"Bearer {token}"
+        self.authorization = f"Bearer {token}"
         return True
 
     async def fail(self, response: httpx.Response) -> RegistryError:

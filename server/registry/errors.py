@@ -1,12 +1,15 @@
 """Errors of the registry client (pull and push).
 
-`RegistryError.message` is what the API streams as `{"error": ...}`, using Ollama's
-wording where Ollama has one; `status` is the HTTP status a non-streaming request
-answers with (4xx for the caller's mistakes, 404 for a missing model, 502 when the
-remote registry misbehaves, 507 when the disk is full).
+`RegistryError` is a `server.errors.ServerError`: `message` is what the API sends as
+`{"error": ...}` (Ollama's wording where Ollama has one) and `status` the HTTP status of
+a non-streaming answer: 4xx for the caller's mistakes, 404 for a model that does not
+exist, 502 when the remote registry fails or sends bad data (Ollama answers 500), 507
+when the disk is full.
 """
 
 from __future__ import annotations
+
+from server.errors import ServerError
 
 __all__ = ["RegistryError", "NOT_FOUND"]
 
@@ -14,11 +17,8 @@ __all__ = ["RegistryError", "NOT_FOUND"]
 NOT_FOUND = "file does not exist"
 
 
-class RegistryError(Exception):
-    def __init__(self, message: str, status: int = 502) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
+class RegistryError(ServerError):
+    status = 502
 
     def prefixed(self, prefix: str) -> "RegistryError":
         return RegistryError(f"{prefix}: {self.message}", self.status)

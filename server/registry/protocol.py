@@ -1,7 +1,8 @@
 """The parts of the registry protocol both sides share: media types, limits, manifest parsing.
 
 A manifest is untrusted input on both sides (pulled from a remote registry, or pushed
-to this server), so `parse_manifest` is total: it bounds the size, the number of
+to this server), so `parse_manifest` is stricter than the Store's reader (which also
+accepts what Ollama itself writes or once wrote) and total: it bounds the size, the number of
 descriptors and every field, and it accepts a digest only as ``sha256:`` + 64
 lower-case hex, so no manifest field can ever become a path segment (CVE-2024-37032).
 """
@@ -12,6 +13,9 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+
+from server.store import MAX_MANIFEST_BYTES as STORE_MAX_MANIFEST_BYTES
+from server.store import MEDIA_CONFIG, MEDIA_MANIFEST
 
 __all__ = [
     "MANIFEST_MEDIA_TYPE",
@@ -27,12 +31,12 @@ __all__ = [
     "parse_manifest",
 ]
 
-MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
-CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
+MANIFEST_MEDIA_TYPE = MEDIA_MANIFEST
+CONFIG_MEDIA_TYPE = MEDIA_CONFIG
 
 #: The OCI distribution spec asks registries to accept manifests of at least 4 MiB;
-#: nothing larger is read, on either side.
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+#: nothing larger is read, on either side (the Store's own limit).
+MAX_MANIFEST_BYTES = STORE_MAX_MANIFEST_BYTES
 #: Error and token bodies from a remote registry are read up to this many bytes.
 MAX_ERROR_BODY_BYTES = 64 * 1024
 #: More layers than any model has; bounds the work a hostile manifest can cause.

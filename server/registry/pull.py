@@ -37,7 +37,8 @@ from server.registry.protocol import (
     digest_of,
     parse_manifest,
 )
-from server.registry.storage import RegistryStore, sha256_file
+from server.errors import DigestMismatch, ServerError
+from server.registry.storage import RegistryStore, mismatch
 from toolchain.names import Name
 
 __all__ = ["pull", "fetch_manifest", "PROGRESS_INTERVAL", "MAX_ATTEMPTS"]
@@ -137,13 +138,13 @@ async def _fetch_blob(store: RegistryStore, dl: _Download, remote_factory: Remot
     desc = dl.desc
     partial = store.partial_path(desc.digest)
     try:
+        partial.touch()  # exists even for a zero-byte blob, which needs no request at all
         async with remote_factory() as remote:
             await _fetch_into(remote, partial, dl)
-        digest, size = await asyncio.to_thread(sha256_file, partial)
-        if size != desc.size or digest != desc.digest:
-            partial.unlink(missing_ok=True)
-            raise RegistryError(f"digest mismatch, file must be downloaded again: want {desc.digest}, got {digest}")
-        store.commit_blob(partial, desc.digest)
+        try:  # hashed as the Store copies it in; renamed to its address only if it matches
+            await asyncio.to_thread(store.adopt_blob, partial, desc.digest)
+        except DigestMismatch as exc:
+            raise mismatch(exc) from None
     except OSError as exc:
         if exc.errno in _DISK_FULL:
             partial.unlink(missing_ok=True)
@@ -234,8 +235,12 @@ async def pull(
 ) -> AsyncIterator[dict]:
     """Yield Ollama's progress messages; raises RegistryError (message, status) on failure."""
 
+    learned: list[str | None] = [None]  # the Authorization the manifest request ended up with
+
     def remote_factory() -> Remote:
-        return Remote(name, insecure=insecure, credentials=credentials)
+        remote = Remote(name, insecure=insecure, credentials=credentials)
+        remote.authorization = learned[0] or remote.authorization
+        return remote
 
     yield {"status": "pulling manifest"}
     async with remote_factory() as remote:
@@ -243,7 +248,17 @@ async def pull(
             manifest = await fetch_manifest(remote, name)
         except RegistryError as exc:
             raise exc.prefixed("pull model manifest") from None
+        learned[0] = remote.authorization
 
+    # Pinned: a concurrent delete's prune must not remove blobs this pull is about to reference.
+    with store.store.pin(d.digest for d in manifest.blobs()):
+        async for message in _pull_blobs(store, name, manifest, remote_factory):
+            yield message
+
+
+async def _pull_blobs(
+    store: RegistryStore, name: Name, manifest: Manifest, remote_factory: RemoteFactory
+) -> AsyncIterator[dict]:
     for desc in manifest.blobs():
         size = store.blob_size(desc.digest)
         if size is not None:
@@ -256,10 +271,14 @@ async def pull(
         async for message in _download(store, desc, remote_factory):
             yield message
 
+    # Every blob was hashed before it became visible (above); the message keeps Ollama's sequence.
     yield {"status": "verifying sha256 digest"}
-    for desc in manifest.blobs():  # each was hashed before it became visible; make sure none vanished
-        if store.blob_size(desc.digest) != desc.size:
-            raise RegistryError(f"blob {desc.digest} disappeared from the store during the pull", 500)
     yield {"status": "writing manifest"}
-    store.write_manifest(name.without_digest(), manifest.raw)
+    previous = store.read_manifest(name.without_digest())
+    try:  # the Store prunes the replaced manifest's blobs nothing else uses (unless OLLAMA_NOPRUNE)
+        await asyncio.to_thread(store.write_manifest, name.without_digest(), manifest.raw)
+    except ServerError as exc:  # a blob removed behind our back (MissingBlob), a bad name...
+        raise RegistryError(exc.message, exc.status) from None
+    if previous is not None and previous != manifest.raw and not store.store.noprune:
+        yield {"status": "removing unused layers"}
     yield {"status": "success"}

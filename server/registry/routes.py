@@ -21,7 +21,7 @@ Errors use the registry's shape ``{"errors": [{"code", "message", "detail"}]}``.
 from __future__ import annotations
 
 import asyncio
-import os
+import errno
 import time
 import uuid
 from pathlib import Path
@@ -38,7 +38,8 @@ from server.registry.protocol import (
     is_blob_digest,
     parse_manifest,
 )
-from server.registry.storage import RegistryStore, sha256_file
+from server.errors import DigestMismatch
+from server.registry.storage import RegistryStore
 from toolchain.names import DEFAULT_HOST, Name
 
 __all__ = ["router", "MAX_UPLOAD_SESSIONS", "SESSION_TTL"]
@@ -61,7 +62,7 @@ def _store(request: Request) -> RegistryStore:
 
 
 def _push_enabled(request: Request) -> bool:
-    return bool(getattr(request.app.state, "registry_push", True))
+    return request.app.state.config.registry_push
 
 
 def _name(namespace: str, model: str, tag: str = "latest") -> Name | None:
@@ -158,7 +159,9 @@ async def get_blob(request: Request, namespace: str, model: str, digest: str) ->
     path = _store(request).blob_path(digest)
     if not path.is_file():
         return _error(404, "BLOB_UNKNOWN", "blob unknown to registry")
-    headers = {"Docker-Content-Digest": digest}
+    # Ollama's puller takes the blob URL to fetch ranges from out of `Location` (registry.ollama.ai
+    # redirects to a CDN) and fails without one; here the blob is served where it was asked for.
+    headers = {"Docker-Content-Digest": digest, "Location": request.url.path}
     return FileResponse(path, media_type="application/octet-stream", headers=headers)
 
 
@@ -186,35 +189,54 @@ def _expire_sessions(directory: Path) -> int:
     return remaining
 
 
-def _session_headers(namespace: str, model: str, session: str, size: int) -> dict[str, str]:
+def _session_headers(request: Request, namespace: str, model: str, session: str, size: int) -> dict[str, str]:
+    # Absolute: Ollama's client parses the Location as is and sends the next PATCH/PUT to it.
+    base = str(request.base_url).rstrip("/")
     return {
-        "Location": f"/v2/{namespace}/{model}/blobs/uploads/{session}",
+        "Location": f"{base}/v2/{namespace}/{model}/blobs/uploads/{session}",
         "Docker-Upload-UUID": session,
         "Range": f"0-{max(size - 1, 0)}",
     }
 
 
+class _DiskFull(Exception):
+    pass
+
+
 async def _append(request: Request, path: Path) -> int | None:
-    """Append the request body to a session file; None if the blob would exceed MAX_BLOB_SIZE."""
+    """Append the request body to a session file; None if the blob would exceed MAX_BLOB_SIZE.
+
+    A full disk (ENOSPC, EFBIG, EDQUOT) removes the session and raises _DiskFull.
+    """
     size = path.stat().st_size
-    with path.open("ab") as f:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BLOB_SIZE:
-                return None
-            f.write(chunk)
+    try:
+        with path.open("ab") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BLOB_SIZE:
+                    return None
+                f.write(chunk)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            path.unlink(missing_ok=True)
+            raise _DiskFull() from None
+        raise
     return size
+
+
+def _disk_full() -> JSONResponse:
+    return _error(507, "DISK_FULL", "no space left on device")
 
 
 async def _commit(store: RegistryStore, staged: Path, digest: str, namespace: str, model: str) -> Response:
     try:
-        if store.blob_size(digest) is None:
-            actual, _size = await asyncio.to_thread(sha256_file, staged)
-            if actual != digest:
-                return _error(400, "DIGEST_INVALID", f"provided digest {digest} did not match uploaded content {actual}")
-            await asyncio.to_thread(store.commit_blob, staged, digest)
-    finally:
-        staged.unlink(missing_ok=True)
+        await asyncio.to_thread(store.adopt_blob, staged, digest)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            return _disk_full()
+        raise
+    except DigestMismatch as exc:
+        return _error(400, "DIGEST_INVALID", f"provided digest {digest} did not match uploaded content {exc.got}")
     return Response(
         status_code=201,
         headers={"Location": f"/v2/{namespace}/{model}/blobs/{digest}", "Docker-Content-Digest": digest},
@@ -245,11 +267,14 @@ async def start_upload(request: Request, namespace: str, model: str) -> Response
         if not is_blob_digest(digest):
             path.unlink()
             return _error(400, "DIGEST_INVALID", "invalid digest format")
-        if await _append(request, path) is None:
-            path.unlink()
-            return _error(413, "SIZE_INVALID", "blob too large")
+        try:
+            if await _append(request, path) is None:
+                path.unlink()
+                return _error(413, "SIZE_INVALID", "blob too large")
+        except _DiskFull:
+            return _disk_full()
         return await _commit(store, path, digest, namespace, model)
-    return Response(status_code=202, headers=_session_headers(namespace, model, session, 0))
+    return Response(status_code=202, headers=_session_headers(request, namespace, model, session, 0))
 
 
 @router.patch("/v2/{namespace}/{model}/blobs/uploads/{session}")
@@ -264,12 +289,15 @@ async def patch_upload(request: Request, namespace: str, model: str, session: st
     if content_range:
         start, _, _end = content_range.removeprefix("bytes=").partition("-")
         if not start.isdigit() or int(start) != size:
-            return Response(status_code=416, headers=_session_headers(namespace, model, session, size))
-    new_size = await _append(request, path)
+            return Response(status_code=416, headers=_session_headers(request, namespace, model, session, size))
+    try:
+        new_size = await _append(request, path)
+    except _DiskFull:
+        return _disk_full()
     if new_size is None:
         path.unlink(missing_ok=True)
         return _error(413, "SIZE_INVALID", "blob too large")
-    return Response(status_code=202, headers=_session_headers(namespace, model, session, new_size))
+    return Response(status_code=202, headers=_session_headers(request, namespace, model, session, new_size))
 
 
 @router.put("/v2/{namespace}/{model}/blobs/uploads/{session}")
@@ -284,9 +312,12 @@ async def finish_upload(request: Request, namespace: str, model: str, session: s
     if not is_blob_digest(digest):
         path.unlink(missing_ok=True)
         return _error(400, "DIGEST_INVALID", "invalid digest format")
-    if await _append(request, path) is None:
-        path.unlink(missing_ok=True)
-        return _error(413, "SIZE_INVALID", "blob too large")
+    try:
+        if await _append(request, path) is None:
+            path.unlink(missing_ok=True)
+            return _error(413, "SIZE_INVALID", "blob too large")
+    except _DiskFull:
+        return _disk_full()
     return await _commit(store, path, digest, namespace, model)
 
 
@@ -295,7 +326,7 @@ async def upload_status(request: Request, namespace: str, model: str, session: s
     path = _session_path(_store(request), session)
     if path is None or not path.is_file():
         return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
-    return Response(status_code=204, headers=_session_headers(namespace, model, session, path.stat().st_size))
+    return Response(status_code=204, headers=_session_headers(request, namespace, model, session, path.stat().st_size))
 
 
 @router.delete("/v2/{namespace}/{model}/blobs/uploads/{session}")
@@ -307,9 +338,3 @@ async def cancel_upload(request: Request, namespace: str, model: str, session: s
         return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
     path.unlink(missing_ok=True)
     return Response(status_code=204)
-
-
-def push_enabled_from_env(environ: dict[str, str] | None = None) -> bool:
-    """Until a config field exists: CORRAL_REGISTRY_PUSH=0/false turns pushing off."""
-    value = (os.environ if environ is None else environ).get("CORRAL_REGISTRY_PUSH", "").strip().lower()
-    return value not in ("0", "f", "false", "no", "off")

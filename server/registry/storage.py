@@ -1,151 +1,101 @@
-"""What the registry needs from the store, in one place.
+"""What the registry needs from the store, on top of `server.store.Store`.
 
-Pull, push and the /v2/ routes reach the disk only through `RegistryStore`: blob paths
-come only from a validated digest, manifest paths only from a valid name, and every
-file that becomes visible is written to a temporary name, fsynced and renamed.
+Pull, push and the /v2/ routes reach the disk only through `RegistryStore`, which uses
+the Store's API for everything that becomes visible: a blob enters the store only
+through `Store.write_blob(..., expected=digest)` (hashed while written, renamed into
+place only if it matches) and a manifest only through `Store.write_manifest` with the
+bytes exactly as received (which also refuses a manifest whose blobs are missing).
 
-In-progress downloads live at ``blobs/sha256-<hex>-partial`` (Ollama's name, so a
-half-finished pull can be resumed; nothing lists it as a blob); push sessions received
-by this server live in ``blobs/.uploads/<session>``.
+What the Store has no notion of lives here, next to its files:
+
+* ``blobs/sha256-<hex>-partial``: an interrupted download, kept so the next attempt
+  resumes it with ``Range`` (Ollama's name; the Store's listing, prune and cleanup
+  ignore it because it is not a ``sha256-<hex>`` name nor a ``.tmp-`` file);
+* ``blobs/.uploads/<session>``: the bytes of a push this server is receiving.
+
+Adopting a verified file costs one copy (Store.write_blob streams from it): the Store
+has no "rename this file in after checking it" primitive, and the registry does not
+add one behind its back.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 from typing import Iterator
 
-from server.registry.protocol import digest_of, is_blob_digest
+from server.errors import BlobNotFound, DigestMismatch, ModelNotFound
+from server.registry.errors import RegistryError
+from server.registry.protocol import digest_of
+from server.store import Store
 from toolchain.names import DEFAULT_HOST, Name
 
-__all__ = ["RegistryStore", "sha256_file"]
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """(digest, size) of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return "sha256:" + h.hexdigest(), size
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+__all__ = ["RegistryStore"]
 
 
 class RegistryStore:
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.root = store.root
 
     # -- blobs ----------------------------------------------------------------------
 
-    @property
-    def blobs_dir(self) -> Path:
-        return self.root / "blobs"
-
     def blob_path(self, digest: str) -> Path:
-        if not is_blob_digest(digest):
-            raise ValueError("invalid digest format")
-        return self.blobs_dir / digest.replace(":", "-", 1)
+        return self.store.blob_path(digest)
 
     def blob_size(self, digest: str) -> int | None:
         try:
-            return self.blob_path(digest).stat().st_size
-        except FileNotFoundError:
+            return self.store.blob_size(digest)
+        except BlobNotFound:
             return None
 
     def partial_path(self, digest: str) -> Path:
-        path = self.blob_path(digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.store.blob_path(digest)
         return path.with_name(path.name + "-partial")
 
     def uploads_dir(self) -> Path:
-        path = self.blobs_dir / ".uploads"
-        path.mkdir(parents=True, exist_ok=True)
+        path = self.store.blobs_dir / ".uploads"
+        path.mkdir(exist_ok=True)
         return path
 
-    def commit_blob(self, staged: Path, digest: str) -> None:
-        """Make a staged file, already verified to hash to `digest`, the blob `digest`."""
-        target = self.blob_path(digest)
-        with staged.open("rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(staged, 0o644)
-        os.replace(staged, target)
-        _fsync_dir(target.parent)
+    def adopt_blob(self, staged: Path, digest: str) -> None:
+        """Store the file `staged` as blob `digest` if its bytes hash to it; `staged` is removed.
+
+        Raises `DigestMismatch` (nothing stored) otherwise.
+        """
+        try:
+            with staged.open("rb") as f:
+                self.store.write_blob(f, expected=digest)
+        finally:
+            staged.unlink(missing_ok=True)
 
     # -- manifests ------------------------------------------------------------------
 
-    def manifest_path(self, name: Name) -> Path:
-        return self.root / "manifests" / name.filepath()
-
     def read_manifest(self, name: Name) -> bytes | None:
-        path = self._existing_manifest_path(name)
-        if path is None:
-            return None
         try:
-            return path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+            return self.store.read_manifest(name).raw
+        except ModelNotFound:
             return None
-
-    def _existing_manifest_path(self, name: Name) -> Path | None:
-        """The manifest file for `name`, matching each part case-insensitively."""
-        path = self.root / "manifests"
-        for part in name.filepath().split("/"):
-            if (path / part).exists():
-                path = path / part
-                continue
-            try:
-                match = [p for p in path.iterdir() if p.name.casefold() == part.casefold()]
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-            if not match:
-                return None
-            path = match[0]
-        return path if path.is_file() else None
 
     def write_manifest(self, name: Name, raw: bytes) -> None:
-        """Write manifest bytes exactly as given (atomically), keeping existing casing."""
-        path = self._existing_manifest_path(name) or self.manifest_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{id(raw)}")
-        try:
-            with tmp.open("wb") as f:
-                f.write(raw)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        """Write manifest bytes as received, under the name's lock (blocking: call in a thread)."""
+        with self.store.lock(name):
+            self.store.write_manifest(name, raw)
 
-    def repository_manifests(self, namespace: str, model: str, host: str = DEFAULT_HOST) -> Iterator[tuple[str, bytes]]:
-        """(tag, bytes) of every manifest of `host/namespace/model`, matched case-insensitively."""
-        probe = Name(host=host, namespace=namespace, model=model, tag="x")
-        if not probe.is_valid():
-            return
-        base = self.root / "manifests"
-        for part in (host, namespace, model):
-            try:
-                match = [p for p in base.iterdir() if p.name.casefold() == part.casefold() and p.is_dir()]
-            except (FileNotFoundError, NotADirectoryError):
-                return
-            if not match:
-                return
-            base = match[0]
-        for path in sorted(base.iterdir()):
-            if path.is_file() and not path.name.startswith("."):
-                yield path.name, path.read_bytes()
+    def repository_manifests(self, namespace: str, model: str) -> Iterator[tuple[str, bytes]]:
+        """(tag, bytes) of every local model ``namespace/model:*`` (default host), case-insensitively."""
+        want = (DEFAULT_HOST, namespace.casefold(), model.casefold())
+        for entry in self.store.list():
+            n = entry.name
+            if (n.host.casefold(), n.namespace.casefold(), n.model.casefold()) == want:
+                yield n.tag, entry.manifest.raw
 
     def manifest_by_digest(self, namespace: str, model: str, digest: str) -> bytes | None:
         for _tag, raw in self.repository_manifests(namespace, model):
             if digest_of(raw) == digest:
                 return raw
         return None
+
+
+def mismatch(exc: DigestMismatch) -> RegistryError:
+    """Ollama's pull wording for a blob whose bytes do not hash to its digest."""
+    return RegistryError(f"digest mismatch, file must be downloaded again: want {exc.expected}, got {exc.got}")

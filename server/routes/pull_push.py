@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from server.registry import credentials as creds_mod
-from server.registry.errors import RegistryError
+from server.errors import ServerError
 from server.registry.pull import pull
 from server.registry.push import push
 from server.registry.storage import RegistryStore
@@ -66,7 +66,7 @@ async def _handle(request: Request, flow: Callable[..., AsyncIterator[dict]]) ->
     store: RegistryStore = request.app.state.registry_store
     try:
         progress = flow(store, name, insecure=insecure, credentials=credentials)
-    except RegistryError as exc:
+    except ServerError as exc:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
     if stream is False:
@@ -74,7 +74,7 @@ async def _handle(request: Request, flow: Callable[..., AsyncIterator[dict]]) ->
         try:
             async for message in progress:
                 last = message
-        except RegistryError as exc:
+        except ServerError as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         return JSONResponse(last)
 
@@ -82,7 +82,7 @@ async def _handle(request: Request, flow: Callable[..., AsyncIterator[dict]]) ->
         try:
             async for message in progress:
                 yield json.dumps(message).encode() + b"\n"
-        except RegistryError as exc:
+        except ServerError as exc:
             yield json.dumps({"error": exc.message}).encode() + b"\n"
         except Exception as exc:  # noqa: BLE001 - a stream must end with an error line, not a cut
             log.exception("%s failed", request.url.path)

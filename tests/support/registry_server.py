@@ -1,7 +1,7 @@
-"""A real uvicorn serving the registry routers over a store directory, in a thread (loopback).
+"""The real app of `stack serve` (create_app) on uvicorn in a thread, on loopback.
 
-For the protocol tests that need many servers quickly; the end-to-end tests use
-`stack serve` subprocesses instead.
+For the protocol tests that need several servers quickly; the end-to-end tests use
+`stack serve` subprocesses (tests/support/server.py) instead.
 """
 
 from __future__ import annotations
@@ -12,33 +12,22 @@ import time
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
 
-from server.registry.routes import router as registry_router
-from server.registry.storage import RegistryStore
-from server.routes.pull_push import router as pull_push_router
-
-
-def make_app(models: Path, *, push: bool = True) -> FastAPI:
-    app = FastAPI()
-    app.state.registry_store = RegistryStore(models)
-    app.state.registry_push = push
-    app.include_router(registry_router)
-    app.include_router(pull_push_router)
-    return app
+from server.app import create_app
+from server.config import Config
 
 
 class ThreadServer:
     def __init__(self, models: Path, *, push: bool = True) -> None:
         self.models = Path(models)
-        self.app = make_app(self.models, push=push)
+        self.app = create_app(Config.from_env({}, models=self.models, registry_push=push))
         sock = socket.create_server(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self._sock = sock
         self._server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off"))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
-        for _ in range(500):
+        for _ in range(1000):  # bounded wait for start-up
             if self._server.started:
                 break
             time.sleep(0.01)

@@ -60,6 +60,7 @@ from toolchain.cli import prompt_cmd as _prompt_cmd  # noqa: E402,F401  (stack p
 from toolchain.cli.modelfile_cmd import app as _modelfile_app  # noqa: E402
 
 app.add_typer(_modelfile_app, name="modelfile")  # stack modelfile fmt|check
+from toolchain.cli import registry_cmd as _registry_cmd  # noqa: E402,F401  (stack pull, stack push)
 
 from toolchain.cli import stack_cmd as _stack_cmd  # noqa: E402  (stack plan/apply/diff/init/schema)
 
