@@ -280,3 +280,15 @@ def test_an_apply_that_waited_for_another_is_refused_if_the_server_changed(repo,
     assert stack("apply", "--auto-approve") == 0  # the other apply
     with Client(server.url) as c, pytest.raises(StalePlanError, match="plan is stale: the models on local"):
         apply_plan(plans[0], c, echo=lambda _: None)
+
+
+def test_saved_plan_with_a_missing_weights_file(repo, server, tmp_path, tiny_gguf, capsys):
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(tiny_gguf.read_bytes() + b"\0")  # other weights, not yet on the server
+    edit(repo, "stacks/stack.yaml", "from: ${TINY_GGUF}", f"from: {copy}", commit=False)
+    assert stack("plan", "--out", "plan.json") == 0
+    copy.unlink()
+    assert main(["apply", "plan.json"]) == 1
+    assert f"{copy}: the file to upload is missing" in capsys.readouterr().err
+    with Client(server.url) as c:
+        assert c.tags() == []

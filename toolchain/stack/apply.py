@@ -122,6 +122,8 @@ def preload(client: Client, model: str, keep_alive: Any = None) -> None:
 def _upload(client: Client, digest: str, path: str, size: int, progress: Optional[TextIO]) -> None:
     if client.has_blob(digest):
         return
+    if not os.path.isfile(path):
+        raise CorralError(f"{path}: the file to upload is missing (was the plan made on another machine?)")
     if os.path.getsize(path) != size:
         raise CorralError(f"{path} changed since the plan was made (size differs); run `stack plan` again")
     if progress is not None:
