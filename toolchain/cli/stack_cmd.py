@@ -67,7 +67,7 @@ def apply(
 ) -> None:
     """Make the target servers match the stack (or perform a saved plan)."""
     from toolchain.stack import render_plan
-    from toolchain.stack.apply import apply_plan
+    from toolchain.stack.apply import ApplyResult, apply_plan
     from toolchain.stack.load import load
     from toolchain.stack.targets import Target, plan_stack, targets
 
@@ -95,20 +95,20 @@ def apply(
             raise CorralError("refusing to apply without confirmation: stdin is not a terminal; use --auto-approve")
         if not typer.confirm("\nApply these changes?", default=False):
             raise CorralError("apply cancelled; nothing was changed")
-    done = 0
+    results = [ApplyResult(p.target) for p in plans]
     try:
-        for p in plans:
+        for p, result in zip(plans, results):
             with clients[p.target].client() as client:
-                result = apply_plan(p, client, echo=typer.echo, saved=saved, lock_timeout=lock_timeout,
-                                    progress=sys.stderr)
-            done += len(result.done)
+                apply_plan(p, client, echo=typer.echo, saved=saved, lock_timeout=lock_timeout,
+                           progress=sys.stderr, result=result)
             for warning in result.warnings:
                 typer.echo(f"Warning: {warning}", err=True)
     except KeyboardInterrupt:
+        done = sum(len(r.done) for r in results)
         typer.echo(f"\nInterrupted after {done} change(s); every model is either old or new. "
                    "Run `stack plan` to see what remains.", err=True)
         raise typer.Exit(130)
-    total = sum(len(p.pending) for p in plans)
+    done, total = sum(len(r.done) for r in results), sum(len(p.pending) for p in plans)
     typer.echo(f"\nApply complete: {done} of {total} change(s) made.")
 
 

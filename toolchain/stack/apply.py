@@ -48,13 +48,15 @@ class ApplyResult:
 
 
 def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, saved: bool = False,
-               lock_timeout: float = 0.0, progress: Optional[TextIO] = None) -> ApplyResult:
+               lock_timeout: float = 0.0, progress: Optional[TextIO] = None,
+               result: Optional[ApplyResult] = None) -> ApplyResult:
     """Make `client`'s server match `plan`. Raises on the first failure (earlier steps stay done).
 
     The server's fingerprint is checked under the lock, so a plan made before another apply
-    (or any other change) finished is refused rather than applied over it.
+    (or any other change) finished is refused rather than applied over it. Pass `result` to
+    see how far an interrupted apply got.
     """
-    result = ApplyResult(plan.target)
+    result = result if result is not None else ApplyResult(plan.target)
     with apply_lock(client.url, timeout=lock_timeout, notify=echo):
         _, now = actual.read(client)
         if now != plan.fingerprint:
