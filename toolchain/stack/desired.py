@@ -173,9 +173,13 @@ class _Builder:
             first = req.model_files[0]
             state = replace(own, base=next(iter(files.values())), base_ref=first.written, complete=req.template is not None)
         body = req.body(files=files or None, adapters=adapters or None)
+        own_fields = {f for f in ("template", "system", "license", "adapters") if getattr(own, f)}
+        own_fields |= {"message"} if own.messages else set()
+        own_fields |= {f"parameter:{p}" for p in own.parameters}
         return DesiredModel(
             key=key, state=state, kind="create", create=body, uploads=tuple(uploads),
             keep_alive=model.keep_alive, preload=model.preload, after=after, origin=where,
+            own=frozenset(own_fields) if after else None,
         )
 
     # -- files ------------------------------------------------------------------------------------
