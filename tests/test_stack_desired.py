@@ -110,3 +110,11 @@ def test_modelfile_without_from_takes_the_stacks_from(tmp_path, monkeypatch):
     with pytest.raises(StackError) as err:
         build(load("stack.yaml", env={}))
     assert str(err.value) == "x.Modelfile:2: unknown parameter 'top_kk' (model x)"  # the line is the file's own
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_modelfile_encodings(tmp_path, monkeypatch, encoding):
+    write(tmp_path, {"stack.yaml": "models:\n  x:\n    modelfile: x.Modelfile\n"})
+    (tmp_path / "x.Modelfile").write_bytes("FROM base\nSYSTEM héllo\n".encode(encoding))
+    monkeypatch.chdir(tmp_path)
+    assert build(load("stack.yaml", env={}))[K + "x:latest"].create == {"from": "base", "system": "héllo"}
