@@ -12,13 +12,26 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_TARGET_URL = "http://127.0.0.1:11434"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _keep_alive(value: Any) -> Any:
+    """A keep-alive as Ollama takes it: a Go duration (`5m`, `1h30m`, `-1`) or seconds."""
+    from toolchain.duration import DurationError, parse_keep_alive
+
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return value
+    try:
+        parse_keep_alive(value)
+    except DurationError as exc:
+        raise ValueError(f"not a keep-alive duration ({exc}); write e.g. 5m, 1h, 30s or -1") from None
+    return value
 
 
 class Target(_Strict):
@@ -38,6 +51,8 @@ class Runtime(_Strict):
     keep_alive: Optional[Union[str, int]] = Field(None, description="Default keep-alive, e.g. 5m, 1h, -1 (OLLAMA_KEEP_ALIVE).")
     max_queue: Optional[int] = Field(None, ge=1, description="Requests waiting before the server answers 503 (OLLAMA_MAX_QUEUE).")
     context_length: Optional[int] = Field(None, ge=1, description="Default context length (OLLAMA_CONTEXT_LENGTH).")
+
+    _check_keep_alive = field_validator("keep_alive", mode="before")(_keep_alive)
 
     def environment(self) -> dict[str, str]:
         """The OLLAMA_* variables these settings stand for (only the ones set)."""
@@ -72,6 +87,8 @@ class Model(_Strict):
     insecure: bool = Field(False, description="Pull over plain HTTP (a registry without TLS).")
     keep_alive: Optional[Union[str, int]] = Field(None, description="Keep-alive used when the model is preloaded.")
     preload: bool = Field(False, description="Load the model into memory after apply (an empty generate request).")
+
+    _check_keep_alive = field_validator("keep_alive", mode="before")(_keep_alive)
 
     @model_validator(mode="after")
     def _one_source(self) -> "Model":
