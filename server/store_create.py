@@ -82,7 +82,7 @@ class Plan:
 def plan(store: Store, req: CreateRequest, *, pre_statuses: list[str] | None = None) -> Plan:
     """Validate `req` against the store and decide every layer; writes nothing."""
     name = parse_name(req.model)
-    if not req.model or not name.is_valid():
+    if not req.model or not name.is_valid() or name.digest:
         raise InvalidName()
     name = store.resolve(name)
     if req.quantize:
