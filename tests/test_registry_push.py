@@ -206,3 +206,15 @@ def test_the_official_ollama_client_pulls_and_pushes(source, tmp_path):
             with pytest.raises(ollama.ResponseError) as err:
                 ollama.Client(host=c.url).pull(f"{b.host}/team/none:v2", insecure=True)
             assert err.value.error == "pull model manifest: file does not exist"
+
+
+@pytest.mark.parametrize(
+    "value, enabled",
+    [(None, True), ("", True), ("1", True), ("true", True), ("0", False), ("false", False), ("'0'", False)],
+)
+def test_corral_registry_push_variable(value, enabled):
+    from server.config import Config, describe
+
+    env = {} if value is None else {"CORRAL_REGISTRY_PUSH": value}
+    assert Config.from_env(env).registry_push is enabled
+    assert "CORRAL_REGISTRY_PUSH" in dict(describe())
