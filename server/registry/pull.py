@@ -76,7 +76,8 @@ async def fetch_manifest(remote: Remote, name: Name) -> Manifest:
                 announced = response.headers.get("docker-content-digest", "")
             break
         except httpx.TransportError as exc:
-            if attempt + 1 >= MAX_ATTEMPTS:
+            # A refused connection or a failed TLS handshake will not heal in seconds: fail now.
+            if attempt + 1 >= MAX_ATTEMPTS or isinstance(exc, httpx.ConnectError):
                 raise RegistryError(f"{exc.__class__.__name__}: {exc}".rstrip(": "), 502) from None
             await asyncio.sleep(_backoff(attempt))
     if raw is None:
@@ -142,8 +143,8 @@ async def _fetch_blob(store: RegistryStore, dl: _Download, remote_factory: Remot
         partial.touch()  # exists even for a zero-byte blob, which needs no request at all
         async with remote_factory() as remote:
             await _fetch_into(remote, partial, dl)
-        try:  # hashed as the Store copies it in; renamed to its address only if it matches
-            await asyncio.to_thread(store.adopt_blob, partial, desc.digest)
+        try:  # hashed, then renamed to its content address only if it matches
+            await asyncio.to_thread(store.adopt_download, partial, desc.digest)
         except DigestMismatch as exc:
             raise mismatch(exc) from None
     except OSError as exc:
