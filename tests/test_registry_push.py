@@ -12,7 +12,7 @@ import pytest
 from server.registry import push as push_mod
 from server.registry.protocol import MANIFEST_MEDIA_TYPE, digest_of
 from tests.support.faultproxy import FaultProxy
-from tests.support.models import manifest_bytes, put_blob, put_model, store_files
+from tests.support.models import manifest_bytes, put_model, store_files
 from tests.support.registry_server import ThreadServer
 from tests.test_registry_protocol import call, statuses
 
