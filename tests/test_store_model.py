@@ -9,8 +9,9 @@ import pytest
 from server import store_create
 from server.errors import BadRequest
 from server.store import MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store
-from server.store_create import CreateRequest, human_number
+from server.store_create import CreateRequest
 from server.store_model import load_model, parameters_text, render_modelfile, show
+from toolchain.format import human_number
 from toolchain.names import parse_name
 
 
