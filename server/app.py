@@ -48,6 +48,10 @@ def create_app(config: Config | None = None) -> FastAPI:
 
     app.include_router(models.router)
 
+    from server.routes import inference
+
+    inference.install(app)  # generate, chat, embed, embeddings, ps; unloads models on shutdown
+
     from server.registry.routes import router as registry_router
     from server.registry.storage import RegistryStore
     from server.routes.pull_push import router as pull_push_router
