@@ -101,30 +101,18 @@ def test_push_to_a_team_server_and_pull_into_an_empty_store(servers, tmp_path, t
                 assert blobs_a[path] == data
                 assert path == "blobs/sha256-" + hashlib.sha256(data).hexdigest()
         assert Store(c.models).verify() == []
+        run_pulled_model(c, remote)
 
 
 def run_pulled_model(srv: ServerProcess, name: str) -> None:
-    """Run a pulled model: through /api/generate once the server has the inference routes, and
-    always by loading the pulled weights blob with llama.cpp (in a child process) for a few tokens."""
+    """Run a pulled model on the server it was pulled into."""
     r = httpx.post(
         f"{srv.url}/api/generate",
         json={"model": name, "prompt": "Say hello.", "stream": False, "options": {"num_predict": 4, "seed": 1}},
         timeout=300,
     )
-    if (r.status_code, r.text) != (404, "404 page not found"):  # the inference routes are there
-        assert r.status_code == 200, r.text
-        assert r.json()["done"] is True
-    weights = Store(srv.models).read_manifest(parse_name(name)).layers[0]
-    path = Store(srv.models).blob_path(weights.digest)
-    script = (
-        "import os, sys, llama_cpp\n"
-        "llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=128, n_threads=os.cpu_count(), verbose=False)\n"
-        "out = llm.create_completion('Say hello.', max_tokens=4, temperature=0.0, seed=1)\n"
-        "print(out['usage']['completion_tokens'])\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert int(done.stdout.strip().splitlines()[-1]) >= 1
+    assert r.status_code == 200, r.text
+    assert r.json()["done"] is True and r.json()["eval_count"] >= 1
 
 
 @pytest.mark.e2e
