@@ -41,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `stack` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="stack", standalone_mode=False)
+        result = app(args=args, prog_name="stack", standalone_mode=False)
+        if isinstance(result, int):  # click returns typer.Exit's code in non-standalone mode
+            return result
     except typer.Exit as exc:
         return exc.exit_code
     except SystemExit as exc:  # click's usage errors
@@ -51,3 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return report(exc)
     return 0
+
+
+from toolchain.cli import stack_cmd as _stack_cmd  # noqa: E402  (stack plan/apply/diff/init/schema)
+
+_stack_cmd.register(app)
