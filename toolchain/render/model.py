@@ -279,6 +279,7 @@ class WebUIConfig(_Section):
     admin_name: str = "Admin"
     admin_password_env: str
     secret_key_file: str = Field(description="File holding a stable WEBUI_SECRET_KEY (read at render time).")
+    task_model: Optional[str] = Field(default=None, description="Small declared model for titles and tags.")
     default_models: list[str] = Field(default_factory=list)
     hidden_models: list[str] = Field(default_factory=list)
     presets: list[Preset] = Field(default_factory=list)
@@ -390,6 +391,8 @@ class RenderInput(_Section):
         for name in ui.default_models:
             if name not in preset_ids and model_key(name) not in declared:
                 raise ValueError(f"default model {name!r} is neither a declared model nor a preset")
+        if ui.task_model is not None and model_key(ui.task_model) not in declared:
+            raise ValueError(f"task model {ui.task_model!r} is not declared by the stack")
         for name in ui.hidden_models:
             if model_key(name) not in declared:
                 raise ValueError(f"hidden model {name!r} is not declared by the stack")

@@ -84,6 +84,8 @@ def render(inp: RenderInput) -> dict[str, str]:
     env.append(_line("WEBUI_ADMIN_NAME", ui.admin_name))
     if ui.default_models:
         env.append(_line("DEFAULT_MODELS", ",".join(ui.default_models)))
+    if ui.task_model:
+        env.append(_line("TASK_MODEL", ui.task_model))
     env.append(_line("MODEL_ORDER_LIST", json.dumps(_order(inp, ui))))
     return {ENV: "".join(env), MODELS: json.dumps(models_body(inp), indent=2) + "\n"}
 
