@@ -17,6 +17,7 @@ from toolchain.errors import CorralError
 from toolchain.modelfile import (
     Modelfile,
     ModelfileError,
+    check,
     expand_path,
     format,
     parse,
@@ -197,7 +198,7 @@ def test_parameter_errors_carry_their_line():
 
 def test_deprecated_parameters_warn():
     req = to_create_request(parse("FROM x\nPARAMETER mirostat 2\n"), ".", exists=_no_files)
-    assert req.parameters == {} and req.warnings == ["parameter mirostat is deprecated"]
+    assert req.parameters == {} and req.warnings == [(2, "parameter mirostat is deprecated")]
 
 
 @pytest.mark.parametrize(
@@ -229,3 +230,70 @@ def test_body_leaves_out_empty_fields():
     # Ollama's omitempty: an empty SYSTEM is not sent at all
     assert req.system == ""
     assert req.body() == {"from": "x"}
+
+
+def test_check_collects_every_problem(tmp_path):
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    mf = parse(
+        "FROM ./m.gguf\nPARAMETER top_k x\nPARAMETER foo 1\nPARAMETER mirostat 1\n"
+        "ADAPTER ./none.gguf\nREQUIRES soon\nPARAMETER temperature 0.3\n"
+    )
+    result = check(mf, str(tmp_path))
+    assert [(e.line, str(e)) for e in result.errors] == [
+        (2, "invalid int value [x]"),
+        (3, "unknown parameter 'foo'"),
+        (5, "ADAPTER ./none.gguf: no such file or directory"),
+        (6, "requires must be a valid semver (e.g. 0.14.0)"),
+    ]
+    assert result.warnings == [(4, "parameter mirostat is deprecated")]
+    assert check(parse("FROM ./m.gguf\nPARAMETER top_k 3\n"), str(tmp_path)) == ([], [])
+
+
+def test_two_spaces_after_parameter_make_an_empty_name():
+    # Ollama's parser quirk, kept: the name ends at the first space after PARAMETER.
+    mf = parse("FROM a\nPARAMETER  temperature 0.5\n")
+    assert mf.commands[1] == ("", "temperature 0.5")
+    assert [str(e) for e in check(mf, ".", exists=_no_files).errors] == ["unknown parameter ''"]
+
+
+def test_blob_references_of_the_old_create_api():
+    digest = "sha256:" + "ab" * 32
+    req = to_create_request(parse(f"FROM @{digest}\nADAPTER @{digest.upper().replace('SHA256', 'sha256')}\n"), ".",
+                            exists=_no_files)
+    assert req.model_blobs == [digest] and req.adapter_blobs == [digest]
+    assert req.from_ is None and req.model_files == [] and req.body() == {}
+    with pytest.raises(ModelfileError):  # a short digest is neither a blob nor a name
+        to_create_request(parse("FROM @sha256:abc\n"), ".", exists=_no_files)
+
+
+def test_parameters_pairs():
+    mf = parse("FROM a\nPARAMETER stop x\nSYSTEM s\nPARAMETER top_k 2\nMESSAGE user hi\n")
+    assert mf.parameters() == [("stop", "x"), ("top_k", "2")]
+
+
+def test_random_inputs_never_crash_and_fmt_never_changes_meaning():
+    import random
+
+    rng = random.Random(20261125)
+    keywords = ["FROM ", "from\t", "PARAMETER stop ", "PARAMETER top_k ", "SYSTEM ", "MESSAGE user ",
+                "TEMPLATE ", "LICENSE ", "# ", "  # ", "", "ADAPTER "]
+    values = ["x", "a b", " ", "\t", '"', '"""', "'", "#", "é", "\x07", "\ufeff", "\u00a0", "\n", "\r\n", "\r"]
+    parsed = 0
+    for _ in range(3000):
+        lines = [rng.choice(keywords) + "".join(rng.choice(values) for _ in range(rng.randint(0, 5)))
+                 for _ in range(rng.randint(1, 5))]
+        lines.insert(rng.randint(0, len(lines)), "FROM base")
+        text = rng.choice(["\n", "\r\n"]).join(lines)
+        try:
+            mf = parse(text)
+        except ModelfileError:
+            continue
+        parsed += 1
+        format(mf)  # Ollama's rendering never fails
+        try:
+            out = format(mf, keep_comments=True)
+        except ModelfileError:
+            continue  # refused rather than written wrong
+        assert parse(out) == mf
+        assert format(parse(out), keep_comments=True) == out
+    assert parsed > 1000  # the generator does reach valid files

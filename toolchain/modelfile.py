@@ -32,16 +32,18 @@ from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
 from toolchain.errors import CorralError
-from toolchain.names import parse_name
+from toolchain.names import is_digest, parse_name
 
 __all__ = [
     "KEYWORDS",
     "MESSAGE_ROLES",
+    "CheckResult",
     "Command",
     "CreateRequest",
     "LocalPath",
     "Modelfile",
     "ModelfileError",
+    "check",
     "expand_path",
     "format",
     "parse",
@@ -63,6 +65,10 @@ ERR_INVALID_COMMAND = (
 ERR_INVALID_ROLE = 'message role must be one of "system", "user", or "assistant"'
 ERR_EOF = "unexpected EOF"
 
+# Internal names of the non-PARAMETER instructions.
+_INSTRUCTION_NAMES = frozenset(
+    {"model", "adapter", "license", "template", "system", "message", "renderer", "parser", "requires", "draft"}
+)
 # Commands rendered as ``KEYWORD <value>``; everything not listed is a PARAMETER.
 _PLAIN_KEYWORDS = frozenset(
     {"license", "template", "system", "adapter", "renderer", "parser", "requires", "draft"}
@@ -112,6 +118,10 @@ class Modelfile:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "commands", tuple(Command(*c) for c in self.commands))
+
+    def parameters(self) -> list[tuple[str, str]]:
+        """The ``PARAMETER`` lines as ``(name, value)`` pairs, in file order."""
+        return [(c.name, c.args) for c in self.commands if c.name not in _INSTRUCTION_NAMES]
 
     def line_of(self, index: int) -> int | None:
         return self.lines[index] if index < len(self.lines) and self.lines[index] else None
@@ -442,12 +452,17 @@ class CreateRequest:
     ``model_files``/``adapter_files``/``draft_files`` are the local paths whose
     contents the caller must upload (a directory stands for the model files in
     it); ``body()`` then builds the JSON request from the resulting digests.
+    ``model_blobs``/``adapter_blobs`` hold the digests of ``FROM @sha256:<hex>``
+    / ``ADAPTER @sha256:<hex>`` lines: blobs already on the server, which is how
+    Ollama's old (<= v0.5.4) client rewrote local files in the ``modelfile`` it sent.
     """
 
     from_: str | None = None
     model_files: list[LocalPath] = field(default_factory=list)
     adapter_files: list[LocalPath] = field(default_factory=list)
     draft_files: list[LocalPath] = field(default_factory=list)
+    model_blobs: list[str] = field(default_factory=list)  # FROM @sha256:<hex> (digests)
+    adapter_blobs: list[str] = field(default_factory=list)  # ADAPTER @sha256:<hex>
     template: str | None = None
     system: str | None = None
     renderer: str | None = None
@@ -456,7 +471,7 @@ class CreateRequest:
     license: list[str] = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
     messages: list[dict] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[tuple[int | None, str]] = field(default_factory=list)  # (line, text)
 
     def body(
         self,
@@ -500,63 +515,96 @@ def to_create_request(
     """Turn a parsed Modelfile into a create request, as Ollama's ``Modelfile.CreateRequest``.
 
     A ``FROM`` value is a local file when ``exists(expand_path(value, base_dir))``,
-    otherwise a model name (and then it must be a valid one). ``ADAPTER`` and
+    otherwise a model name (and then it must be a valid one: Ollama would send it
+    and get ``invalid model name`` back; Corral says which line). ``ADAPTER`` and
     ``DRAFT`` always name local paths that must exist. ``exists`` is the only
     access to the file system; pass ``lambda p: False`` to classify purely.
 
-    Parameters are typed by ``toolchain.options.parse_parameters`` (errors carry
+    Parameters are typed by ``toolchain.options.parse_parameter`` (errors carry
     Ollama's text: ``unknown parameter 'x'``, ``invalid float value [x]``...);
     deprecated ones are dropped with a warning, as Ollama does.
+    Raises the first ModelfileError (with ``line`` set).
     """
+    req = CreateRequest()
+    for i in range(len(modelfile.commands)):
+        _apply(req, modelfile, i, base_dir, exists)
+    return req
+
+
+class CheckResult(NamedTuple):
+    errors: list[ModelfileError]  # in file order; empty = the file is fine
+    warnings: list[tuple[int | None, str]]  # (line, text), e.g. deprecated parameters
+
+
+def check(
+    modelfile: Modelfile,
+    base_dir: str = ".",
+    exists: Callable[[str], bool] = os.path.exists,
+) -> CheckResult:
+    """Every problem ``to_create_request`` would stop at (not just the first), and its warnings."""
+    req = CreateRequest()
+    errors: list[ModelfileError] = []
+    for i in range(len(modelfile.commands)):
+        try:
+            _apply(req, modelfile, i, base_dir, exists)
+        except ModelfileError as exc:
+            errors.append(exc)
+    return CheckResult(errors, req.warnings)
+
+
+def _apply(req: CreateRequest, modelfile: Modelfile, i: int, base_dir: str,
+           exists: Callable[[str], bool]) -> None:
     from toolchain.options import DEPRECATED_PARAMETERS, parse_parameter
 
-    req = CreateRequest()
-    for i, (name, args) in enumerate(modelfile.commands):
-        line = modelfile.line_of(i)
-        try:
-            if name == "model":
-                path = expand_path(args, base_dir)
-                if exists(path):
-                    _reject_same_path("DRAFT", path, req.draft_files)
-                    req.model_files.append(LocalPath(args, path, line))
-                else:
-                    if not parse_name(args).is_valid():
-                        raise ModelfileError(
-                            f"FROM {args}: no such file, and not a valid model name"
-                        )
-                    req.from_ = args
-            elif name in ("adapter", "draft"):
-                path = expand_path(args, base_dir)
-                if not exists(path):
-                    raise ModelfileError(f"{name.upper()} {args}: no such file or directory")
-                if name == "draft":
-                    _reject_same_path("DRAFT", path, req.model_files)
-                    req.draft_files.append(LocalPath(args, path, line))
-                else:
-                    req.adapter_files.append(LocalPath(args, path, line))
-            elif name in ("template", "system", "renderer", "parser"):
-                setattr(req, name, args)
-            elif name == "license":
-                req.license.append(args)
-            elif name == "requires":
-                version = args if args.startswith("v") else "v" + args
-                if not _valid_semver(version):
-                    raise ModelfileError("requires must be a valid semver (e.g. 0.14.0)")
-                req.requires = version[1:]
-            elif name == "message":
-                role, _, content = args.partition(": ")
-                req.messages.append({"role": role, "content": content})
-            elif name in DEPRECATED_PARAMETERS:
-                req.warnings.append(f"parameter {name} is deprecated")
+    name, args = modelfile.commands[i]
+    line = modelfile.line_of(i)
+    try:
+        if name in ("model", "adapter") and _is_blob_ref(args):
+            (req.model_blobs if name == "model" else req.adapter_blobs).append(args[1:].lower())
+        elif name == "model":
+            path = expand_path(args, base_dir)
+            if exists(path):
+                _reject_same_path("DRAFT", path, req.draft_files)
+                req.model_files.append(LocalPath(args, path, line))
             else:
-                value = parse_parameter(name, args)
-                if name == "stop":
-                    req.parameters.setdefault("stop", []).extend(value)
-                else:
-                    req.parameters[name] = value
-        except (ModelfileError, ValueError) as exc:
-            raise _at_line(exc, line) from exc
-    return req
+                if not parse_name(args).is_valid():
+                    raise ModelfileError(f"FROM {args}: no such file, and not a valid model name")
+                req.from_ = args
+        elif name in ("adapter", "draft"):
+            path = expand_path(args, base_dir)
+            if not exists(path):
+                raise ModelfileError(f"{name.upper()} {args}: no such file or directory")
+            if name == "draft":
+                _reject_same_path("DRAFT", path, req.model_files)
+                req.draft_files.append(LocalPath(args, path, line))
+            else:
+                req.adapter_files.append(LocalPath(args, path, line))
+        elif name in ("template", "system", "renderer", "parser"):
+            setattr(req, name, args)
+        elif name == "license":
+            req.license.append(args)
+        elif name == "requires":
+            version = args if args.startswith("v") else "v" + args
+            if not _valid_semver(version):
+                raise ModelfileError("requires must be a valid semver (e.g. 0.14.0)")
+            req.requires = version[1:]
+        elif name == "message":
+            role, _, content = args.partition(": ")
+            req.messages.append({"role": role, "content": content})
+        elif name in DEPRECATED_PARAMETERS:
+            req.warnings.append((line, f"parameter {name} is deprecated"))
+        else:
+            value = parse_parameter(name, args)
+            if name == "stop":
+                req.parameters.setdefault("stop", []).extend(value)
+            else:
+                req.parameters[name] = value
+    except (ModelfileError, ValueError) as exc:
+        raise _at_line(exc, line) from exc
+
+
+def _is_blob_ref(value: str) -> bool:
+    return value.startswith("@") and is_digest(value[1:])
 
 
 def _reject_same_path(keyword: str, path: str, others: list[LocalPath]) -> None:

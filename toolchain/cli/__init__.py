@@ -41,9 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `stack` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        result = app(args=args, prog_name="stack", standalone_mode=False)
-        if isinstance(result, int):  # click returns typer.Exit's code in non-standalone mode
-            return result
+        # with standalone_mode=False click returns the code of a `raise typer.Exit(n)`
+        code = app(args=args, prog_name="stack", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except SystemExit as exc:  # click's usage errors
@@ -52,12 +51,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from toolchain.cli._errors import report
 
         return report(exc)
-    return 0
+    return code if isinstance(code, int) else 0
 
+
+from toolchain.cli.modelfile_cmd import app as _modelfile_app  # noqa: E402
+
+app.add_typer(_modelfile_app, name="modelfile")  # stack modelfile fmt|check
+
+from toolchain.cli import models_cmd as _models_cmd  # noqa: E402,F401  (serve, create, list, show, cp, rm)
 
 from toolchain.cli import stack_cmd as _stack_cmd  # noqa: E402  (stack plan/apply/diff/init/schema)
 
 _stack_cmd.register(app)
+
 from toolchain.cli import render_cmd as _render_cmd  # noqa: E402  (stack render)
 
 _render_cmd.register(app)
