@@ -173,6 +173,10 @@ def test_nginx_upstream_lists_exactly_the_replicas(key_file):
     servers = [line.split()[1] for line in block.splitlines() if line.strip().startswith("server ")]
     assert servers == ["10.0.0.11:11434", "gpu-2.internal:11434", "[fd00::3]:11434"]
     assert "least_conn;" in block and "max_fails=2" in block
+    manage = conf[conf.index("upstream corral_manage {"):]
+    manage = manage[: manage.index("}")]
+    assert [line.split()[1] for line in manage.splitlines() if line.strip().startswith("server ")] == servers
+    assert "hash $corral_client consistent;" in manage
     assert conf.count("proxy_next_upstream") == 1 and "    proxy_next_upstream error timeout;\n" in conf
 
 

@@ -11,8 +11,12 @@ How a request is judged, in nginx's order:
 1. server rewrite phase: no or unknown token → 401 (JSON body, `WWW-Authenticate`);
 2. location: management routes need scope `admin` (403 otherwise); registry writes too;
 3. `limit_req` per client name → 429; `limit_conn` on streaming inference routes → 429;
-4. `proxy_pass` to `least_conn` over the replicas; only connect errors and timeouts move
-   to the next replica, so a POST that reached a replica is never sent twice.
+4. `proxy_pass`: inference and read routes go `least_conn` over the replicas; management
+   and registry routes go to `corral_manage`, the same replicas hashed by client name, so a
+   blob upload and the `/api/create` that uses it land on the same replica. (A fleet is
+   reconciled by `stack apply` over the targets directly; through nginx, a management call
+   changes one replica.) Only connect errors and timeouts move to the next replica, so a
+   POST that reached a replica is never sent twice.
 """
 
 from __future__ import annotations
@@ -205,6 +209,11 @@ def server_conf(proxy: ProxyConfig, ui: Optional[WebUIConfig], site: Site) -> st
     for addr in site.upstreams:
         o.append(f"    server {addr} max_fails={proxy.max_fails} fail_timeout={proxy.fail_timeout}s;\n")
     o.append("    keepalive 32;\n}\n\n")
+    o.append("# Management and registry calls of one client stay on one replica (blob, then create).\n")
+    o.append("upstream corral_manage {\n    hash $corral_client consistent;\n")
+    for addr in site.upstreams:
+        o.append(f"    server {addr} max_fails={proxy.max_fails} fail_timeout={proxy.fail_timeout}s;\n")
+    o.append("    keepalive 8;\n}\n\n")
     if ui is not None and site.webui_upstream:
         o.append("map $http_upgrade $corral_connection_upgrade {\n    default upgrade;\n    \"\" \"\";\n}\n\n")
         o.append(f"upstream corral_webui {{\n    server {site.webui_upstream};\n    keepalive 8;\n}}\n\n")
@@ -253,7 +262,9 @@ def server_conf(proxy: ProxyConfig, ui: Optional[WebUIConfig], site: Site) -> st
     o.append("\n")
     o.append('    if ($corral_client = "") {\n        return 401;\n    }\n\n')
 
-    def location(match: str, path: str, *, admin: bool, stream: bool, inference: bool, upload: bool = False) -> None:
+    def location(
+        match: str, path: str, *, admin: bool, stream: bool, inference: bool, upload: bool = False
+    ) -> None:
         o.append(f"    location {match} {path} {{\n" if match else f"    location {path} {{\n")
         if admin:
             o.append('        if ($corral_scope != "admin") {\n            return 403;\n        }\n')
@@ -265,7 +276,7 @@ def server_conf(proxy: ProxyConfig, ui: Optional[WebUIConfig], site: Site) -> st
         if stream:
             o.append("        proxy_buffering off;\n")
             o.append("        proxy_cache off;\n")
-        o.append("        proxy_pass http://corral_servers;\n")
+        o.append(f"        proxy_pass http://{'corral_manage' if admin else 'corral_servers'};\n")
         o.append("    }\n\n")
 
     for path in ADMIN_EXACT:
@@ -280,7 +291,7 @@ def server_conf(proxy: ProxyConfig, ui: Optional[WebUIConfig], site: Site) -> st
     o.append(f"        client_max_body_size {lim.upload};\n")
     o.append("        proxy_request_buffering off;\n")
     o.append("        proxy_buffering off;\n")
-    o.append("        proxy_pass http://corral_servers;\n")
+    o.append("        proxy_pass http://corral_manage;\n")
     o.append("    }\n\n")
     location("", "/", admin=False, stream=False, inference=False)
     o.append(_error_locations(hsts))
