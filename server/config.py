@@ -44,6 +44,41 @@ def parse_host(raw: str) -> str:
     return raw or f"127.0.0.1:{DEFAULT_PORT}"
 
 
+def parse_uint(default: int) -> Callable[[str], int]:
+    """An unsigned integer; empty, unparsable or negative -> `default` (Ollama's `Uint`)."""
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            return default
+        return value if value >= 0 else default
+
+    return parse
+
+
+def parse_keep_alive_env(raw: str) -> float:
+    from toolchain.duration import keep_alive_from_env
+
+    return keep_alive_from_env(raw)
+
+
+def parse_load_timeout(raw: str) -> float | None:
+    """Seconds (a Go duration or whole seconds); default 5m; zero or negative = no limit."""
+    from toolchain.duration import DurationError, parse_go_duration
+
+    if not raw:
+        return 300.0
+    try:
+        seconds = float(int(raw))
+    except ValueError:
+        try:
+            seconds = parse_go_duration(raw)
+        except DurationError:
+            return 300.0
+    return seconds if seconds > 0 else None
+
+
 def setting(env: str, parse: Callable[[str], Any], help: str) -> Any:
     """Declare a Config field read from `env` with `parse` (given the cleaned string, "" when unset)."""
     return field(default_factory=lambda: parse(""), metadata={"env": env, "parse": parse, "help": help})
@@ -54,6 +89,18 @@ class Config:
     host: str = setting("OLLAMA_HOST", parse_host, "IP address and port for the server (default 127.0.0.1:11434)")
     models: Path = setting("OLLAMA_MODELS", parse_models, "The path to the models directory (default ~/.ollama/models)")
     noprune: bool = setting("OLLAMA_NOPRUNE", parse_bool, "Do not prune model blobs on startup or after delete")
+    # inference (server.scheduler)
+    keep_alive: float = setting("OLLAMA_KEEP_ALIVE", parse_keep_alive_env,
+                                "The duration that models stay loaded in memory (default \"5m\")")
+    max_loaded_models: int = setting("OLLAMA_MAX_LOADED_MODELS", parse_uint(0),
+                                     "Maximum number of loaded models (default 0 = 3)")
+    num_parallel: int = setting("OLLAMA_NUM_PARALLEL", parse_uint(0),
+                                "Maximum number of parallel requests per model (default 0 = 4)")
+    max_queue: int = setting("OLLAMA_MAX_QUEUE", parse_uint(512), "Maximum number of queued requests (default 512)")
+    load_timeout: float | None = setting("OLLAMA_LOAD_TIMEOUT", parse_load_timeout,
+                                         "How long to allow model loads to stall before giving up (default \"5m\")")
+    context_length: int = setting("OLLAMA_CONTEXT_LENGTH", parse_uint(0),
+                                  "Context length to use unless otherwise specified (default 0 = 4096)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Config":
