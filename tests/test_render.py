@@ -259,3 +259,36 @@ def test_systemd_units_are_hardened(key_file):
     assert "ReadWritePaths=/var/lib/corral/models\n" in units["systemd/corral.service"]
     assert "User=corral\n" in units["systemd/corral.service"]
     assert "ExecStart=/usr/local/bin/open-webui serve --host 127.0.0.1 --port 3000\n" in units["systemd/open-webui.service"]
+
+
+def _location(conf: str, header: str) -> str:
+    start = conf.index(f"    location {header} {{\n")
+    return conf[start : conf.index("\n    }\n", start)]
+
+
+@pytest.mark.parametrize(
+    "header, stream, admin, upload",
+    [
+        ("= /api/generate", True, False, False),
+        ("= /api/chat", True, False, False),
+        ("^~ /v1/", True, False, False),
+        ("= /api/create", True, True, False),
+        ("= /api/pull", True, True, False),
+        ("= /api/push", True, True, False),
+        ("= /api/copy", False, True, False),
+        ("= /api/delete", False, True, False),
+        ("^~ /api/blobs/", False, True, True),
+        ("^~ /v2/", True, False, True),
+        ("/", False, False, False),
+    ],
+)
+def test_each_route_gets_its_buffering_scope_and_body_limit(key_file, header, stream, admin, upload):
+    conf = render_public(render_input.make(key_file))["nginx/corral.conf"]
+    block = _location(conf, header)
+    assert ("proxy_buffering off;" in block) is stream
+    assert ('if ($corral_scope != "admin")' in block) is admin
+    assert ("client_max_body_size 0;" in block) is upload
+    server = conf[conf.index("# The model API") : conf.index("    location ")]
+    for line in ("gzip off;", "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
+                 "proxy_read_timeout 600s;", "proxy_send_timeout 600s;", "client_max_body_size 10m;"):
+        assert f"    {line}\n" in server
