@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import ssl
+import subprocess
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -261,3 +265,131 @@ def test_a_generation_streams_through_nginx_unbuffered(replicas, tmp_path, monke
     assert lines[-1][1]["done"] is True and len(lines) > 20
     first, last = lines[0][0], lines[-1][0]
     assert first < last / 3, (first, last)
+
+
+def test_tls_edge_redirects_http_and_sends_hsts(replicas, tmp_path, monkeypatch):
+    cert, key = tmp_path / "llm.crt", tmp_path / "llm.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=llm.localhost",
+         "-addext", "subjectAltName=DNS:llm.localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    port, plain = free_port(), free_port()
+    stack = tmp_path / "stack.yaml"
+    text = _stack([replicas[0].host_env], port).replace(
+        "  clients:\n",
+        f"  server_name: llm.localhost\n  tls: {{cert: {cert}, key: {key}, redirect_listen: \"127.0.0.1:{plain}\"}}\n"
+        "  clients:\n",
+    )
+    stack.write_text(text)
+    assert main(["render", "-f", str(stack)]) == 0
+    with Nginx(tmp_path / "rendered" / "nginx", port):
+        r = httpx.get(f"http://127.0.0.1:{plain}/api/tags?x=1", headers={"Host": "llm.localhost"})
+        assert r.status_code == 301
+        assert r.headers["location"] == f"https://llm.localhost:{port}/api/tags?x=1"
+        ctx = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ctx, timeout=30) as client:
+            kw = {"extensions": {"sni_hostname": "llm.localhost"}}
+            r = client.get("/api/tags", headers={"Host": "llm.localhost"}, **kw)
+            assert r.status_code == 401 and r.json()["error"].startswith("unauthorized")
+            assert r.headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
+            r = client.get("/api/tags", headers={"Host": "llm.localhost", **_auth(USER)}, **kw)
+            assert r.status_code == 200 and "models" in r.json()
+            assert r.headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
+        # TLS 1.2 is the oldest protocol offered: a client capped at 1.2 still connects.
+        ctx12 = ssl.create_default_context(cafile=str(cert))
+        ctx12.maximum_version = ssl.TLSVersion.TLSv1_2
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ctx12, timeout=30) as client:
+            r = client.get("/api/version", headers={"Host": "llm.localhost", **_auth(USER)}, **kw)
+            assert r.status_code == 200
+
+
+class _UpgradeEcho:
+    """A bare TCP stand-in for Open WebUI's socket endpoint: records the request head, answers
+    101 Switching Protocols, then echoes bytes (what a WebSocket tunnel through nginx needs)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.heads: list[str] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(10)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.heads.append(data.decode("latin-1"))
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                for _ in range(100):
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    conn.sendall(chunk)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_open_webui_host_gets_websocket_upgrade_without_a_bearer_token(replicas, tmp_path, monkeypatch):
+    key = tmp_path / "webui-key"
+    key.write_text("0123456789abcdef0123456789\n")
+    for k, v in {**ENV, "WEBUI_ADMIN_PASSWORD": "pw-0123456789"}.items():
+        monkeypatch.setenv(k, v)
+    ui = _UpgradeEcho()
+    port = free_port()
+    stack = tmp_path / "stack.yaml"
+    stack.write_text(
+        _stack([replicas[0].host_env], port)
+        + textwrap.dedent(
+            f"""\
+            webui:
+              public_url: http://chat.localhost
+              listen: 127.0.0.1:{ui.port}
+              client: alice
+              admin_email: admin@example.org
+              admin_password_env: WEBUI_ADMIN_PASSWORD
+              secret_key_file: {key}
+            """
+        )
+    )
+    try:
+        assert main(["render", "-f", str(stack)]) == 0
+        with Nginx(tmp_path / "rendered" / "nginx", port):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(
+                    b"GET /ws/socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: chat.localhost\r\n"
+                    b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                )
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(4096)
+                assert head.startswith(b"HTTP/1.1 101 ")
+                conn.sendall(b"ping through the tunnel")
+                echoed = b""
+                while len(echoed) < len(b"ping through the tunnel"):
+                    echoed += conn.recv(4096)
+                assert echoed == b"ping through the tunnel"
+            # The same request on the API host needs a token.
+            r = httpx.get(f"http://127.0.0.1:{port}/ws/socket.io/", headers={"Host": "other.localhost"})
+            assert r.status_code == 401
+    finally:
+        ui.close()
+    upstream_head = ui.heads[0].lower()
+    assert "upgrade: websocket\r\n" in upstream_head and "connection: upgrade\r\n" in upstream_head
+    assert "host: chat.localhost\r\n" in upstream_head

@@ -222,7 +222,9 @@ def server_conf(proxy: ProxyConfig, ui: Optional[WebUIConfig], site: Site) -> st
         o.append(f"    listen {tls.redirect_listen};\n")
         names = proxy.server_name + (f" {ui.public_host}" if ui is not None else "")
         o.append(f"    server_name {names};\n")
-        o.append("    return 301 https://$host$request_uri;\n}\n\n")
+        tls_port = split_hostport(site.listen)[1]
+        port_part = "" if tls_port == 443 else f":{tls_port}"
+        o.append(f"    return 301 https://$host{port_part}$request_uri;\n}}\n\n")
 
     listen = f"{site.listen} ssl http2" if tls else site.listen
     tls_lines = ""
