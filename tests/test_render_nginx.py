@@ -33,7 +33,9 @@ OTHER = "other-0123456789abcdef"
 ENV = {"USER_TOKEN": USER, "ADMIN_TOKEN": ADMIN, "OTHER_TOKEN": OTHER}
 
 
-def _stack(replicas: list[str], port: int, *, rps: int = 1000, burst: int = 1000, user_body: str = "64k") -> str:
+def _stack(
+    replicas: list[str], port: int, *, rps: int = 1000, burst: int = 1000, user_body: str = "64k", streams: int = 4
+) -> str:
     targets = "".join(f"  r{i}: {{url: \"http://{r}\"}}\n" for i, r in enumerate(replicas, start=1))
     return textwrap.dedent(
         """\
@@ -47,12 +49,12 @@ def _stack(replicas: list[str], port: int, *, rps: int = 1000, burst: int = 1000
             - {{name: alice, scope: user, token_env: USER_TOKEN}}
             - {{name: bob, scope: user, token_env: OTHER_TOKEN}}
             - {{name: ops, scope: admin, token_env: ADMIN_TOKEN}}
-          rate_limit: {{requests_per_second: {rps}, burst: {burst}, streams: 4}}
+          rate_limit: {{requests_per_second: {rps}, burst: {burst}, streams: {streams}}}
           body_limits: {{user: "{user_body}", upload: "0"}}
           max_fails: 1
           fail_timeout: 30
         """
-    ).format(targets=textwrap.indent(targets, ""), port=port, rps=rps, burst=burst, user_body=user_body)
+    ).format(targets=targets, port=port, rps=rps, burst=burst, user_body=user_body, streams=streams)
 
 
 def _render_and_start(tmp: Path, replicas: list[str], monkeypatch, **kw) -> Nginx:
@@ -393,3 +395,29 @@ def test_open_webui_host_gets_websocket_upgrade_without_a_bearer_token(replicas,
     upstream_head = ui.heads[0].lower()
     assert "upgrade: websocket\r\n" in upstream_head and "connection: upgrade\r\n" in upstream_head
     assert "host: chat.localhost\r\n" in upstream_head
+
+
+def test_concurrent_streams_per_client_are_capped_with_429(replicas, tmp_path, monkeypatch):
+    """streams: 1 — while one /api/chat of a client is in flight, its second one gets 429."""
+    with _render_and_start(tmp_path, [replicas[0].host_env], monkeypatch, streams=1) as nginx:
+        with socket.create_connection(("127.0.0.1", nginx.port), timeout=10) as held:
+            # Headers sent, body withheld: nginx holds the request (and its stream slot) reading the body.
+            held.sendall(
+                f"POST /api/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {USER}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n".encode()
+            )
+            with httpx.Client(base_url=nginx.url, timeout=30) as client:
+                r = None
+                for _ in range(50):  # bounded: until nginx has counted the held request
+                    r = client.post("/api/chat", json={"model": "nope"}, headers=_auth(USER))
+                    if r.status_code == 429:
+                        break
+                    time.sleep(0.02)
+                assert r is not None and r.status_code == 429
+                assert r.json() == {"error": "too many requests: rate limit exceeded, retry later"}
+                # Another client has its own slot; read routes are not streams.
+                assert client.post("/api/chat", json={"model": "nope"}, headers=_auth(OTHER)).status_code == 404
+                assert client.get("/api/tags", headers=_auth(USER)).status_code == 200
+                held.sendall(b"{}")
+                assert held.recv(4096).startswith(b"HTTP/1.1 400")
+                assert client.post("/api/chat", json={"model": "nope"}, headers=_auth(USER)).status_code == 404
