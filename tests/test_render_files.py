@@ -150,3 +150,22 @@ def test_nginx_t_failure_fails_the_render_and_keeps_the_old_files(tmp_path, key_
         _render(render_input.RenderInput.model_validate(data), render_input.environment(), out)
     assert (out / "nginx" / "corral.conf").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cert.pem", "key.pem", "rendered", "webui-secret-key"]
+
+
+def test_changes_lists_what_a_render_would_do(tmp_path, key_file):
+    out = tmp_path / "rendered"
+    inp = render_input.make(key_file)
+    public = render_public(inp)
+    assert files.changes(out, public) == [("create", rel) for rel in sorted(public)]
+    _render(inp, render_input.environment(), out, validate=False)
+    assert files.changes(out, public) == []
+    smaller = render_public(render_input.make(key_file, webui=None, replicas=["127.0.0.1:11434"]))
+    assert files.changes(out, smaller) == [
+        ("update", ".gitignore"),
+        ("update", "compose.yaml"),
+        ("update", "compose/corral.conf"),
+        ("update", "nginx/corral.conf"),
+        ("delete", "open-webui/models.json"),
+        ("delete", "open-webui/open-webui.env"),
+        ("delete", "systemd/open-webui.service"),
+    ]

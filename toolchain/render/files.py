@@ -23,7 +23,7 @@ from typing import Mapping, Optional
 from toolchain.render.nginx import MAIN_CONF, RUNTIME_DIR
 from toolchain.render.secrets import RenderError
 
-__all__ = ["MANIFEST", "PUBLIC_MODE", "SECRET_MODE", "check", "foreign_files", "nginx_test", "write"]
+__all__ = ["MANIFEST", "PUBLIC_MODE", "SECRET_MODE", "changes", "check", "foreign_files", "nginx_test", "write"]
 
 MANIFEST = ".corral-render.json"
 PUBLIC_MODE = 0o644
@@ -137,6 +137,31 @@ def _swap(new: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _previous_public(out_dir: Path) -> list[str]:
+    manifest = _manifest(out_dir) if out_dir.is_dir() else None
+    if not manifest:
+        return []
+    secret = set(manifest.get("secret", []))
+    return [f for f in manifest["files"] if f not in secret]
+
+
+def changes(out_dir: Path, public: Mapping[str, str]) -> list[tuple[str, str]]:
+    """What a render would do to the public files: ("create" | "update" | "delete", path), sorted.
+
+    For `stack plan`, which lists rendered files that would change beside the models.
+    """
+    out_dir = Path(out_dir)
+    result = []
+    for rel in sorted(set(public) | set(_previous_public(out_dir))):
+        path = out_dir / rel
+        old = path.read_text(encoding="utf-8") if path.is_file() else None
+        new = public.get(rel)
+        if old == new:
+            continue
+        result.append(("create" if old is None else "delete" if new is None else "update", rel))
+    return result
+
+
 def check(out_dir: Path, public: Mapping[str, str]) -> str:
     """A unified diff from the files on disk to the rendered public files ('' when equal).
 
@@ -144,11 +169,8 @@ def check(out_dir: Path, public: Mapping[str, str]) -> str:
     wrote that this render no longer produces show as removed.
     """
     out_dir = Path(out_dir)
-    manifest = _manifest(out_dir) if out_dir.is_dir() else None
-    secret = set(manifest.get("secret", [])) if manifest else set()
-    previous = [f for f in (manifest["files"] if manifest else []) if f not in secret]
     chunks: list[str] = []
-    for rel in sorted(set(public) | set(previous)):
+    for rel in sorted(set(public) | set(_previous_public(out_dir))):
         path = out_dir / rel
         old = path.read_text(encoding="utf-8") if path.is_file() else None
         new = public.get(rel)
