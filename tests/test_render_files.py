@@ -169,3 +169,21 @@ def test_changes_lists_what_a_render_would_do(tmp_path, key_file):
         ("delete", "open-webui/open-webui.env"),
         ("delete", "systemd/open-webui.service"),
     ]
+
+
+@needs_nginx
+def test_operator_provided_token_file_is_included_not_written(tmp_path, key_file):
+    tokens = tmp_path / "tokens.conf"
+    tokens.write_text('"~^(?i:bearer) +from-the-vault-0123456789$" alice;\n')
+    data = render_input.stack_data(key_file)
+    data["proxy"]["tokens_file"] = str(tokens)
+    for client in data["proxy"]["clients"]:
+        if client["name"] != "webui":
+            client.pop("token_env")
+    inp = render_input.RenderInput.model_validate(data)
+    env = {"WEBUI_TOKEN": "webui_0123456789abcdef", "WEBUI_ADMIN_PASSWORD": "pw-0123456789"}
+    out = tmp_path / "rendered"
+    written = _render(inp, env, out)  # nginx -t reads the operator's file
+    assert "nginx/corral-tokens.conf" not in written
+    assert f"    include {tokens};\n" in (out / "nginx" / "corral.conf").read_text()
+    assert "webui_0123456789abcdef" in (out / "open-webui" / "secrets.env").read_text()
