@@ -63,3 +63,11 @@ def test_bad_saved_plan_file(tmp_path, capsys):
     (tmp_path / "plan.json").write_text("{not json")
     assert main(["apply", str(tmp_path / "plan.json")]) == 1
     assert "cannot read saved plan" in capsys.readouterr().err
+
+
+def test_shipped_schema_file_is_current(capsys):
+    from pathlib import Path
+
+    assert main(["schema"]) == 0
+    shipped = Path(__file__).resolve().parent.parent / "docs" / "stack.schema.json"
+    assert shipped.read_text() == capsys.readouterr().out, "regenerate with: stack schema > docs/stack.schema.json"

@@ -99,9 +99,11 @@ def apply(
     try:
         for p in plans:
             with clients[p.target].client() as client:
-                result = apply_plan(p, client, echo=typer.echo, check_fingerprint=saved, lock_timeout=lock_timeout,
+                result = apply_plan(p, client, echo=typer.echo, saved=saved, lock_timeout=lock_timeout,
                                     progress=sys.stderr)
             done += len(result.done)
+            for warning in result.warnings:
+                typer.echo(f"Warning: {warning}", err=True)
     except KeyboardInterrupt:
         typer.echo(f"\nInterrupted after {done} change(s); every model is either old or new. "
                    "Run `stack plan` to see what remains.", err=True)
@@ -111,12 +113,23 @@ def apply(
 
 
 def _tokens(stack_file: Path) -> dict[str, Optional[str]]:
-    """Target tokens for a saved plan, from its stack file (saved plans never hold secrets)."""
-    from toolchain.stack.load import load
+    """Target tokens for a saved plan, from its stack file (saved plans never hold secrets).
+
+    Only the tokens' variables must be set: the rest of the stack is not needed to apply.
+    """
+    from toolchain.stack.load import WorkTree, load_text
 
     if not stack_file.is_file():
         return {}
-    return {name: t.token for name, t in load(stack_file).stack.targets.items()}
+    tree, rel = WorkTree.for_file(stack_file)
+    loaded = load_text(tree.read_text(rel), tree, rel, strict_env=False)
+    tokens = {}
+    for name, target in loaded.stack.targets.items():
+        if target.token and "${" in target.token:
+            var = target.token.split("${", 1)[1].split("}", 1)[0].split(":-", 1)[0]
+            raise loaded.error(f"environment variable {var} is not set", "targets", name, "token")
+        tokens[name] = target.token
+    return tokens
 
 
 def diff(
@@ -134,6 +147,25 @@ def diff(
     typer.echo(_render([result], fmt, str(file), title=f"Corral stack diff {result.target}"), nl=False)
     if detailed_exitcode and result.pending:
         raise typer.Exit(2)
+
+
+def lock(
+    file: Path = typer.Option(Path(DEFAULT_FILE), "-f", "--file", help="The stack file."),
+    update: bool = typer.Option(False, "--update", help="Re-resolve pinned references too."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the new pins without writing them."),
+) -> None:
+    """Pin pulled models to the manifest digest their registry serves now (comments kept)."""
+    from toolchain.stack.pin import lock_file
+
+    changes = lock_file(file, update=update, dry_run=dry_run)
+    for c in changes:
+        typer.echo(f"{c.model}: {c.before} → {c.after}")
+    if not changes:
+        typer.echo("Every pulled model is pinned." if not update else "Every pin matches its registry.")
+    elif dry_run:
+        typer.echo(f"(dry run: {file} not changed)")
+    else:
+        typer.echo(f"Wrote {len(changes)} pin(s) to {file}.")
 
 
 def init(
@@ -161,5 +193,6 @@ def register(app: typer.Typer) -> None:
     app.command("plan")(plan)
     app.command("apply")(apply)
     app.command("diff")(diff)
+    app.command("lock")(lock)
     app.command("init")(init)
     app.command("schema")(schema)

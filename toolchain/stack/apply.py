@@ -44,30 +44,46 @@ class ApplyResult:
     target: str
     done: list[Change] = field(default_factory=list)
     preloaded: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
-def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, check_fingerprint: bool = True,
+def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, saved: bool = False,
                lock_timeout: float = 0.0, progress: Optional[TextIO] = None) -> ApplyResult:
-    """Make `client`'s server match `plan`. Raises on the first failure (earlier steps stay done)."""
+    """Make `client`'s server match `plan`. Raises on the first failure (earlier steps stay done).
+
+    The server's fingerprint is checked under the lock, so a plan made before another apply
+    (or any other change) finished is refused rather than applied over it.
+    """
     result = ApplyResult(plan.target)
-    with apply_lock(client.url, timeout=lock_timeout):
-        if check_fingerprint:
-            _, now = actual.read(client)
-            if now != plan.fingerprint:
-                raise StalePlanError(
-                    f"saved plan is stale: the models on {plan.target} ({plan.url}) changed since the plan was made; "
-                    "run `stack plan` again"
-                )
+    with apply_lock(client.url, timeout=lock_timeout, notify=echo):
+        _, now = actual.read(client)
+        if now != plan.fingerprint:
+            what = "saved plan" if saved else "plan"
+            raise StalePlanError(
+                f"{what} is stale: the models on {plan.target} ({plan.url}) changed since the plan was made; "
+                "nothing was applied; run `stack plan` again"
+            )
         steps = [c for c in plan.pending if c.action != "delete"] + [c for c in plan.pending if c.action == "delete"]
         for n, change in enumerate(steps, 1):
             echo(f"[{plan.target}] {n}/{len(steps)} {_verb(change.action)} {change.model} ...")
-            perform(change, client, progress=progress)
+            try:
+                perform(change, client, progress=progress)
+            except CorralError as exc:
+                raise CorralError(
+                    f"{plan.target}: {_verb(change.action)} {change.model} failed: {exc} "
+                    f"({n - 1} of {len(steps)} changes made; every model is either old or new; "
+                    "run `stack plan` to see what remains)"
+                ) from exc
             result.done.append(change)
         for change in plan.changes:
             d = change.desired
             if d is not None and d.preload:
                 echo(f"[{plan.target}] preloading {change.model} ...")
-                preload(client, change.model, d.keep_alive)
+                try:
+                    preload(client, change.model, d.keep_alive)
+                except CorralError as exc:  # the model is in place; loading it is best effort
+                    result.warnings.append(f"{plan.target}: could not preload {change.model}: {exc}")
+                    continue
                 result.preloaded.append(change.model)
     return result
 
@@ -120,6 +136,9 @@ def _chunks(f: Any) -> Iterator[bytes]:
 
 
 def _pull(client: Client, model: str, ref: str, pin: Optional[str], insecure: bool, progress: Optional[TextIO]) -> None:
+    from toolchain.stack.pin import check_pin
+
+    check_pin(ref, pin, insecure)  # the server pulls by name: make sure the name still means the pin
     shown = ""
     for status in client.pull(ref, insecure=insecure):
         if progress is None:
@@ -155,7 +174,7 @@ def lock_path(url: str) -> str:
 
 
 @contextlib.contextmanager
-def apply_lock(url: str, timeout: float = 0.0) -> Iterator[None]:
+def apply_lock(url: str, timeout: float = 0.0, notify: Optional[Echo] = None) -> Iterator[None]:
     """Exclusive per-server lock for this machine's users; waits up to `timeout` seconds.
 
     The operating system drops the lock when the holder exits, so a killed apply never
@@ -174,12 +193,15 @@ def apply_lock(url: str, timeout: float = 0.0) -> Iterator[None]:
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
+                holder = _read_holder(fd)
                 if time.monotonic() >= deadline:
-                    holder = _read_holder(fd)
                     raise LockedError(
                         f"another stack apply is running against {url}{holder}; "
                         "wait for it to finish, then run `stack plan` again"
                     ) from None
+                if notify is not None:
+                    notify(f"waiting for another stack apply against {url}{holder} (up to {timeout:g}s) ...")
+                    notify = None
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode())

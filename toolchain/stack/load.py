@@ -173,9 +173,17 @@ def interpolate(value: Any, env: Mapping[str, str], on_missing: Any, loc: tuple 
     return _VAR.sub(sub, value)
 
 
+def yaml_rt() -> YAML:
+    """The round-trip YAML reader/writer: comments, key order and quoting survive a rewrite."""
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    return yaml
+
+
 def parse_yaml(text: str, display: str) -> Any:
     """A round-trip ruamel document (comments kept), or a StackError at the offending line."""
-    yaml = YAML(typ="rt")
+    yaml = yaml_rt()
     try:
         return yaml.load(text)
     except DuplicateKeyError as exc:

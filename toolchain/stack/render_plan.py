@@ -97,8 +97,9 @@ def _create_summary(desired: DesiredModel) -> list[str]:
     if desired.origin:
         out.append(f"defined in {desired.origin}")
     if s.system:
-        first = s.system.strip().splitlines()[0] if s.system.strip() else ""
-        out.append(f"SYSTEM {_clip(first)}" + (" …" if len(s.system.strip().splitlines()) > 1 else ""))
+        lines = s.system.strip().splitlines() or [""]
+        first = _clip(lines[0])
+        out.append(f"SYSTEM {first}" + (" …" if len(lines) > 1 and not first.endswith("…") else ""))
     for name in sorted(s.parameters):
         for value in _values(s.parameters[name]):
             out.append(f"PARAMETER {name} {_fmt(value)}")
