@@ -6,6 +6,7 @@ async iterator of *events*, plain tuples, that they shape into their own wire fo
     ("text", str)                 a piece of generated text
     ("tool_calls", [dict, ...])   tool calls parsed from the output (chat with tools)
     ("done", Final)               the end, with done_reason and statistics
+    ("debug", dict)               instead of all that, for `_debug_render_only`: the prompt
 
 Errors before the first event are raised from the first `__anext__()` (the routes turn them
 into a status and `{"error": ...}`); errors later are raised mid-iteration.
@@ -163,25 +164,29 @@ class Engine:
                 return
             runner = lease.runner
             prompt = await model_source.render(job, model, runner, lease.num_ctx)
+            if job.debug_render_only:
+                yield ("debug", {"rendered_template": prompt, "image_count": len(job.images)})
+                return
             request = model_source.completion_request(prompt, options, job.format, getattr(runner, "info", None))
             final_chunk = None
-            buffer_for_tools = bool(job.tools)
-            pieces: list[str] = []
+            tools = model_source.tool_parser(model, job.tools) if job.tools else None
             stream = None
             try:
                 stream = await runner.completion(request)
                 async for chunk in stream:
+                    text = chunk.text
+                    if tools is not None and text:
+                        text, calls = tools.feed(text)
+                        if calls:
+                            if text:
+                                yield ("text", text)
+                                text = ""
+                            yield ("tool_calls", calls)
+                    if text:
+                        yield ("text", text)
                     if chunk.done:
                         final_chunk = chunk
-                        if chunk.text and buffer_for_tools:
-                            pieces.append(chunk.text)
-                        elif chunk.text:
-                            yield ("text", chunk.text)
                         break
-                    if buffer_for_tools:
-                        pieces.append(chunk.text)
-                    else:
-                        yield ("text", chunk.text)
             except model_source.RUNNER_FAILURES as exc:
                 lease.runner_failed()
                 raise RequestError(f"model runner has unexpectedly stopped: {exc}", 500) from exc
@@ -190,12 +195,10 @@ class Engine:
             finally:
                 if stream is not None:
                     await stream.aclose()
-            if buffer_for_tools:
-                content, calls = model_source.parse_tool_calls("".join(pieces), job.tools, model)
-                if content:
-                    yield ("text", content)
-                if calls:
-                    yield ("tool_calls", calls)
+            if tools is not None:
+                rest = tools.finish()
+                if rest:
+                    yield ("text", rest)
             yield ("done", _final(final_chunk, started, load_ns, job))
         finally:
             lease.release()

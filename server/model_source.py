@@ -7,7 +7,7 @@ prompts rendered and runners started.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
 from typing import Any, Optional
 
@@ -167,11 +167,89 @@ RUNNER_FAILURES, CLIENT_ERRORS = _runner_errors()
 
 
 async def render(job: TextJob, model: ResolvedModel, runner: Any, num_ctx: int) -> Any:
-    """The prompt to complete: text (special tokens parsed, no BOS added) or token ids."""
+    """The prompt text for `job` (Ollama's rules in toolchain.prompt), truncated to `num_ctx`.
+
+    Template: the request's (generate), else the model's TEMPLATE layer, else the GGUF's
+    `tokenizer.chat_template` (Jinja), else `{{ .Prompt }}`.
+    """
+    from toolchain import prompt as prompts
+    from toolchain.template import TemplateError
+
     if job.kind == "generate" and job.raw:
         return job.prompt
-    raise RequestError("templated prompts are not available yet", 501)
+    count = _token_counter(runner, num_ctx)
+    has_projector = bool(model.projectors)
+    jinja = None if model.template is not None or (job.kind == "generate" and job.template) else chat_template(model)
+    try:
+        if job.kind == "chat":
+            messages = prompts.chat_messages([m.to_json() for m in job.messages], model_system=model.system or "",
+                                             model_messages=model.messages)
+            if jinja is not None:
+                return await _jinja_prompt(jinja, messages, job.tools, runner, count, job.truncate, num_ctx)
+            return await asyncio.to_thread(
+                prompts.chat_prompt, model.template, messages, job.tools, num_ctx=num_ctx, count_tokens=count,
+                think=job.think, truncate=job.truncate, has_projector=has_projector)
+        context_text = await runner.detokenize(job.context) if job.context else None
+        if jinja is not None and not job.suffix:
+            messages = []
+            if job.system or model.system:
+                messages.append({"role": "system", "content": job.system or model.system})
+            if context_text is None:
+                messages.extend(model.messages)
+            messages.append({"role": "user", "content": job.prompt})
+            text = await _jinja_prompt(jinja, messages, [], runner, count, job.truncate, num_ctx)
+            return (context_text or "") + text
+        result = await asyncio.to_thread(
+            prompts.generate_prompt, model.template, prompt=job.prompt, system=job.system or "", suffix=job.suffix,
+            request_template=job.template or "", model_system=model.system or "", model_messages=model.messages,
+            context_text=context_text, images=job.images, think=job.think, num_ctx=num_ctx, count_tokens=count,
+            truncate=job.truncate)
+        return result.prompt
+    except TemplateError as exc:
+        raise RequestError(f"template error: {exc}", 400) from None
+    except prompts.PromptError as exc:
+        raise RequestError(str(exc), 400) from None
 
 
-def parse_tool_calls(text: str, tools: list[dict[str, Any]], model: ResolvedModel) -> tuple[str, list[dict[str, Any]]]:
-    return text, []
+async def _jinja_prompt(source: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], runner: Any,
+                        count: Any, truncate: bool, num_ctx: int) -> str:
+    """Render a GGUF `tokenizer.chat_template` (server.chat_template), dropping the oldest
+    non-system messages until it fits (the latest message is always kept)."""
+    from server.chat_template import render_jinja_chat_template
+
+    info = getattr(runner, "info", None)
+    bos, eos = getattr(info, "bos_text", "") or "", getattr(info, "eos_text", "") or ""
+
+    def build() -> str:
+        msgs = [dict(m) for m in messages]
+        while True:
+            text = render_jinja_chat_template(source, msgs, True, bos, eos, tools or None)
+            droppable = [i for i, m in enumerate(msgs[:-1]) if m.get("role") != "system"]
+            if not truncate or not droppable or count(text) <= num_ctx:
+                return text
+            del msgs[droppable[0]]
+
+    return await asyncio.to_thread(build)
+
+
+def _token_counter(runner: Any, num_ctx: int) -> Any:
+    """A synchronous token counter for the prompt builders, run in a worker thread: texts whose
+    UTF-8 length already fits are not tokenized (a token is at least one byte); others are
+    tokenized by the runner on the event loop."""
+    loop = asyncio.get_running_loop()
+
+    def count(text: str) -> int:
+        upper = len(text.encode("utf-8")) + 2
+        if upper <= num_ctx:
+            return upper
+        return len(asyncio.run_coroutine_threadsafe(runner.tokenize(text, True, True), loop).result())
+
+    return count
+
+
+def tool_parser(model: ResolvedModel, tools: list[dict[str, Any]]) -> Any:
+    """A streaming tool-call parser for one response (toolchain.toolcalls, Ollama's rules: the
+    tag comes from the model's TEMPLATE, else any JSON object naming a tool is a call)."""
+    from toolchain.toolcalls import ToolCallParser
+
+    return ToolCallParser(model.template, tools)

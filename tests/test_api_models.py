@@ -15,7 +15,7 @@ import pytest
 from tests.support.server import ServerProcess, start_server
 
 CONFIG_TINY = (
-    b'{"model_format":"gguf","model_family":"llama","model_families":["llama"],"model_type":"124K",'
+    b'{"model_format":"gguf","model_family":"llama","model_families":["llama"],"model_type":"123K",'
     b'"file_type":"unknown","architecture":"amd64","os":"linux"}\n'
 )
 
@@ -113,12 +113,12 @@ def test_show_body_shape(stack_server, tiny_gguf):
     body = httpx.post(f"{stack_server.url}/api/show", json={"model": "T"}).json()  # case-insensitive
     assert body["details"] == {
         "parent_model": "t.gguf", "format": "gguf", "family": "llama", "families": ["llama"],
-        "parameter_size": "124K", "quantization_level": "unknown",
+        "parameter_size": "123K", "quantization_level": "unknown",
     }
     assert body["template"] == "{{ .Prompt }}"
     assert body["model_info"]["tokenizer.ggml.tokens"] is None
     assert body["modified_at"].endswith("Z") or "+" in body["modified_at"]
-    assert body["tensors"][0] == {"name": "token_embd.weight", "type": "F32", "shape": [64, 387]}
+    assert body["tensors"][0] == {"name": "token_embd.weight", "type": "F32", "shape": [64, 386]}
     verbose = httpx.post(f"{stack_server.url}/api/show", json={"model": "t", "verbose": True}).json()
     assert verbose["model_info"]["tokenizer.ggml.tokens"][:2] == ["<unk>", "<s>"]
 

@@ -63,7 +63,7 @@ def test_create_list_show_cp_rm(cli, tmp_path, tiny_gguf):
     code, out, _ = cli("show", "tiny")
     assert code == 0
     assert out.startswith(
-        "  Model\n    architecture        llama\n    parameters          124K\n    context length      2048\n"
+        "  Model\n    architecture        llama\n    parameters          123K\n    context length      2048\n"
         "    embedding length    64\n    quantization        unknown\n\n"
     )
     assert "  Capabilities\n    completion\n" in out

@@ -96,6 +96,8 @@ async def _generate_chunks(model: str, events: AsyncIterator[tuple[str, Any]]) -
         async for kind, value in events:
             if kind == "text":
                 yield {"model": model, "created_at": created_at(), "response": value, "done": False}
+            elif kind == "debug":
+                yield {"model": model, "created_at": created_at(), "_debug_info": value}
             elif kind == "done":
                 chunk: dict[str, Any] = {"model": model, "created_at": created_at(), "response": "", "done": True,
                                          "done_reason": value.done_reason}
@@ -113,6 +115,8 @@ async def _chat_chunks(model: str, events: AsyncIterator[tuple[str, Any]]) -> As
             if kind == "text":
                 yield {"model": model, "created_at": created_at(),
                        "message": {"role": "assistant", "content": value}, "done": False}
+            elif kind == "debug":
+                yield {"model": model, "created_at": created_at(), "_debug_info": value}
             elif kind == "tool_calls":
                 yield {"model": model, "created_at": created_at(),
                        "message": {"role": "assistant", "content": "", "tool_calls": value}, "done": False}
@@ -126,6 +130,10 @@ async def _chat_chunks(model: str, events: AsyncIterator[tuple[str, Any]]) -> As
         await events.aclose()  # type: ignore[attr-defined]
 
 
+def _last(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    return chunks[-1]
+
+
 @router.post("/api/generate")
 async def generate(request: Request) -> Response:
     started = now_ns()
@@ -137,8 +145,8 @@ async def generate(request: Request) -> Response:
         return error_response("model '' not found", 404)
     job = TextJob.from_generate(req)
     chunks = _generate_chunks(req.model, engine(request).generate(job, started))
-    if req.stream is False:
-        return await aggregate_response(chunks, merge_generate)
+    if req.stream is False or job.debug_render_only:
+        return await aggregate_response(chunks, _last if job.debug_render_only else merge_generate, request.receive)
     return await ndjson_response(chunks)
 
 
@@ -153,8 +161,8 @@ async def chat(request: Request) -> Response:
         return error_response("model is required", 400)
     job = TextJob.from_chat(req)
     chunks = _chat_chunks(req.model, engine(request).generate(job, started))
-    if req.stream is False:
-        return await aggregate_response(chunks, merge_chat)
+    if req.stream is False or job.debug_render_only:
+        return await aggregate_response(chunks, _last if job.debug_render_only else merge_chat, request.receive)
     return await ndjson_response(chunks)
 
 

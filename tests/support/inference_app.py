@@ -6,9 +6,10 @@ model through `/api/create` (fields: template, system, parameters, messages), as
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -30,3 +31,32 @@ def create_model(client: TestClient, name: str, gguf: Path, **fields: Any) -> No
     resp = client.post("/api/create", json={"model": name, "files": {Path(gguf).name: digest}, "stream": False,
                                             **fields})
     assert resp.status_code == 200 and resp.json().get("status") == "success", resp.text
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: FastAPI) -> Iterator[str]:
+    """Run `app` under a real uvicorn on a free loopback port in this process (so that a test can
+    look at its scheduler and runners); yields the base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(1000):
+        if server.started or not thread.is_alive():
+            break
+        time.sleep(0.01)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)
