@@ -243,12 +243,8 @@ def test_user_token_gets_200_on_chat_and_generate_streams(edge, replicas, tiny_g
 
 
 @pytest.mark.e2e
-def test_a_generation_streams_through_nginx_unbuffered(replicas, tmp_path, monkeypatch, gemma_gguf):
-    """The first chunk arrives well before the last (a buffering proxy delivers them together).
-
-    /api/generate with a raw prompt: /api/chat with messages needs chat templates (501 until
-    the template branch lands); both locations are rendered alike (`proxy_buffering off`).
-    """
+def test_a_chat_streams_through_nginx_unbuffered(replicas, tmp_path, monkeypatch, gemma_gguf):
+    """The first chunk arrives well before the last (a buffering proxy delivers them together)."""
     server = replicas[0]
     _create_directly(server, "gemma3:270m", gemma_gguf)
     with _render_and_start(tmp_path, [server.host_env], monkeypatch) as nginx:
@@ -257,12 +253,10 @@ def test_a_generation_streams_through_nginx_unbuffered(replicas, tmp_path, monke
             assert warm.status_code == 200
             body = {
                 "model": "gemma3:270m",
-                "prompt": "<start_of_turn>user\nCount from 1 to 100, one number per line.<end_of_turn>\n"
-                "<start_of_turn>model\n",
-                "raw": True,
+                "messages": [{"role": "user", "content": "Count from 1 to 100, one number per line."}],
                 "options": {"temperature": 0, "num_predict": 80},
             }
-            status, lines = _stream_lines(client, "/api/generate", body, USER)
+            status, lines = _stream_lines(client, "/api/chat", body, USER)
     assert status == 200
     assert lines[-1][1]["done"] is True and len(lines) > 20
     first, last = lines[0][0], lines[-1][0]
