@@ -131,3 +131,16 @@ def test_the_team_stack_renders_offline_for_review(tmp_path, capsys):
     assert "+++ b/nginx/corral.conf" in out and "+++ b/open-webui/models.json" in out
     assert "+    server 10.0.0.11:11434 max_fails=2 fail_timeout=10s;" in out
     assert "listen 0.0.0.0:443 ssl http2;" in out
+
+
+def test_render_changes_for_stack_plan(stack):
+    from toolchain.render.from_stack import render_changes
+    from toolchain.stack.load import load
+
+    loaded = load(stack, env=ENV)
+    assert ("create", "nginx/corral.conf") in render_changes(loaded)
+    assert main(["render", "-f", str(stack)]) == 0
+    assert render_changes(loaded) == []
+    stack.write_text(STACK.replace("127.0.0.1:18080", "127.0.0.1:18081"))
+    changed = render_changes(load(stack, env=ENV))
+    assert changed == [("update", "compose.yaml"), ("update", "compose/corral.conf"), ("update", "nginx/corral.conf")]

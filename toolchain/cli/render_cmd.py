@@ -21,7 +21,7 @@ def render(
     """Render nginx, Open WebUI, compose and systemd files from the stack (deterministic)."""
     from toolchain.render import render_public, render_secret
     from toolchain.render import files
-    from toolchain.render.from_stack import render_input
+    from toolchain.render.from_stack import default_out_dir, render_input
     from toolchain.render.secrets import collect
     from toolchain.stack.load import WorkTree, load_text
 
@@ -34,7 +34,7 @@ def render(
     # Target tokens are not needed to render: an unset ${VAR} there stays literal.
     loaded = load_text(tree.read_text(rel), tree, rel, strict_env=False)
     inp = render_input(loaded)
-    out_dir = out if out is not None else path.parent / "rendered"
+    out_dir = out if out is not None else default_out_dir(loaded) or path.parent / "rendered"
     public = render_public(inp)
     if check:
         diff = files.check(out_dir, public)
