@@ -21,7 +21,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"stack {__version__}")
@@ -41,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `stack` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="stack", standalone_mode=False)
+        # with standalone_mode=False click returns the code of a `raise typer.Exit(n)`
+        code = app(args=args, prog_name="stack", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except SystemExit as exc:  # click's usage errors
@@ -50,4 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from toolchain.cli._errors import report
 
         return report(exc)
-    return 0
+    return code if isinstance(code, int) else 0
+
+
+# Command modules register themselves on `app` when imported.
+from toolchain.cli import models_cmd as _models_cmd  # noqa: E402,F401  (serve, create, list, show, cp, rm)
+from toolchain.cli import prompt_cmd as _prompt_cmd  # noqa: E402,F401  (stack prompt)
+from toolchain.cli import run_cmd as _run_cmd  # noqa: E402,F401  (stack run, ps, stop)
+from toolchain.cli.modelfile_cmd import app as _modelfile_app  # noqa: E402
+
+app.add_typer(_modelfile_app, name="modelfile")  # stack modelfile fmt|check
