@@ -146,6 +146,8 @@ class Engine:
         if job.kind == "generate" and job.raw and (job.template or job.system or job.context):
             raise RequestError("raw mode does not support template, system, or context", 400)
         caps = model_source.capabilities(model)
+        if "completion" not in caps:
+            raise RequestError(f'"{job.model}" does not support {job.kind}', 400)
         if job.suffix and "insert" not in caps:
             raise RequestError(f"{model.full} does not support insert", 400)
         if job.tools and "tools" not in caps:

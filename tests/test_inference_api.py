@@ -213,3 +213,27 @@ def test_a_crashed_runner_is_a_500_and_the_next_request_reloads(served):
     assert body["done"] is True  # the dead runner was replaced before use
     (_, _, _, again), = [r for r in app.state.engine.scheduler.running() if r[0].name == "tiny:latest"]
     assert again is not runner and again.alive
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory):
+    from gguf import PoolingType
+
+    from tests.support.tiny_gguf import write_tiny_llama
+
+    gguf = write_tiny_llama(tmp_path_factory.mktemp("gguf") / "embed.gguf", pooling_type=PoolingType.MEAN)
+    app = make_app(tmp_path_factory.mktemp("models"), OLLAMA_NUM_PARALLEL="4")
+    with TestClient(app) as client:
+        create_model(client, "tiny-embed", gguf)
+        yield client
+
+
+def test_embedding_models_embed_but_do_not_generate(embedder):
+    resp = embedder.post("/api/generate", json={"model": "tiny-embed", "prompt": "hi"})
+    assert (resp.status_code, resp.json()) == (400, {"error": '"tiny-embed" does not support generate'})
+    resp = embedder.post("/api/chat", json={"model": "tiny-embed", "messages": [{"role": "user", "content": "hi"}]})
+    assert (resp.status_code, resp.json()) == (400, {"error": '"tiny-embed" does not support chat'})
+    body = embedder.post("/api/embed", json={"model": "tiny-embed", "input": ["a b", "the sky"]}).json()
+    assert len(body["embeddings"]) == 2 and len(body["embeddings"][0]) == 64
+    (m,) = embedder.get("/api/ps").json()["models"]
+    assert m["name"] == "tiny-embed:latest"
