@@ -6,16 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from toolchain.cli.run_cmd import go_duration, human_bytes, human_until, parameter_value, ps_table, summary
-
-
-@pytest.mark.parametrize(
-    "n, text",
-    [(0, "0 B"), (999, "999 B"), (1000, "1 KB"), (1500, "1.5 KB"), (2_019_393_189, "2.0 GB"),
-     (19_000_000_000, "19 GB"), (2_000_000_000, "2 GB"), (274_302_450, "274 MB")],
-)
-def test_human_bytes(n, text):
-    assert human_bytes(n) == text
+from toolchain.cli.run_cmd import go_duration, human_until, parameter_value, ps_table, summary
 
 
 @pytest.mark.parametrize(

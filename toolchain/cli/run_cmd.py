@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, TextIO
 import typer
 
 from toolchain.cli import app
+from toolchain.cli._table import human_bytes, human_time, parse_time, table
 from toolchain.client import Client
 from toolchain.duration import format_go_duration
 from toolchain.errors import APIError, CorralError
@@ -101,79 +102,12 @@ def summary(final: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def human_bytes(n: int) -> str:
-    """Ollama's format.HumanBytes (decimal units)."""
-    if n < 1000:
-        return f"{n} B"
-    value, unit = float(n), "B"
-    for unit in ("KB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 1000 or unit == "TB":
-            break
-    if value >= 10:
-        return f"{int(value)} {unit}"
-    if value != int(value):
-        return f"{value:.1f} {unit}"
-    return f"{int(value)} {unit}"
-
-
 def human_until(when: datetime, now: Optional[datetime] = None) -> str:
-    """The UNTIL column: `Forever`, `Stopping...` or Ollama's HumanTime from now."""
+    """The UNTIL column of `ps`: `Stopping...` once expired, else Ollama's HumanTime."""
     now = now or datetime.now(timezone.utc)
-    delta = (when - now).total_seconds()
-    if delta <= 0:
+    if when <= now:
         return "Stopping..."
-    if delta > 20 * 365 * 86400:
-        return "Forever"
-    return _human_span(delta) + " from now"
-
-
-def _human_span(seconds: float) -> str:
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = minutes // 60
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    days = hours // 24
-    if days < 14:
-        return f"{days} days"
-    if days < 60:
-        return f"{days // 7} weeks"
-    if days < 730:
-        return f"{days // 30} months"
-    return f"{days // 365} years"
-
-
-def table(rows: list[list[str]]) -> str:
-    """Columns padded to the widest cell, separated by 4 spaces (Ollama's tablewriter setup)."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
-        lines.append("    ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def _parse_time(text: str) -> datetime:
-    # Go RFC 3339 with up to 9 fractional digits; Python takes at most 6.
-    main, _, frac_tz = text.partition(".")
-    if frac_tz:
-        digits = "".join(ch for ch in frac_tz if ch.isdigit())
-        tz = frac_tz[len(digits):]
-        text = f"{main}.{digits[:6].ljust(6, '0')}{tz}"
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return human_time(when, "Never", now)
 
 
 def ps_table(models: list[dict[str, Any]], now: Optional[datetime] = None) -> str:
@@ -189,10 +123,10 @@ def ps_table(models: list[dict[str, Any]], now: Optional[datetime] = None) -> st
         else:
             cpu = round((size - vram) / size * 100)
             processor = f"{cpu}%/{100 - cpu}% CPU/GPU"
-        until = human_until(_parse_time(m["expires_at"]), now) if m.get("expires_at") else "Never"
+        until = human_until(parse_time(m["expires_at"]), now) if m.get("expires_at") else "Never"
         rows.append([m.get("name", ""), (m.get("digest") or "")[:12], human_bytes(size), processor,
                      str(m.get("context_length") or ""), until])
-    return table(rows)
+    return table(rows).rstrip("\n")
 
 
 # -- sessions --------------------------------------------------------------------------------
@@ -549,5 +483,5 @@ def stop_command(
             raise
 
 
-__all__ = ["Session", "generate_once", "human_bytes", "human_until", "parameter_value", "ps_table", "repl",
+__all__ = ["Session", "generate_once", "human_until", "parameter_value", "ps_table", "repl",
            "summary"]
