@@ -28,6 +28,10 @@ from server.streaming import RequestError
 MAX_NUM_CTX = 1 << 20
 MAX_NUM_PREDICT = 1 << 24
 
+# Ollama's answer (llama-server runner) when truncation is disabled and the prompt does not fit.
+PROMPT_TOO_LONG = ("the prompt is longer than the context length currently available to the model; shorten the "
+                   "prompt, adjust the context length in settings, or use a model with a longer context length")
+
 
 @dataclass
 class Final:
@@ -170,6 +174,10 @@ class Engine:
                 yield ("debug", {"rendered_template": prompt, "image_count": len(job.images)})
                 return
             request = model_source.completion_request(prompt, options, job.format, getattr(runner, "info", None))
+            if not job.truncate and isinstance(prompt, str):
+                n = len(await runner.tokenize(prompt, request.add_special, True))
+                if n > lease.num_ctx:
+                    raise RequestError(PROMPT_TOO_LONG, 400)
             final_chunk = None
             tools = model_source.tool_parser(model, job.tools) if job.tools else None
             stream = None

@@ -147,6 +147,12 @@ def test_modelfile_parameters_are_defaults_and_a_new_num_ctx_reloads(served):
         ("/api/generate", {"model": "tiny", "prompt": "x", "keep_alive": "300"}, 400,
          'time: missing unit in duration "300"'),
         ("/api/embed", {"model": "tiny", "input": 5}, 400, "invalid input type"),
+        ("/api/generate", {"model": "tiny", "prompt": "x", "top_logprobs": 21}, 400,
+         "top_logprobs must be between 0 and 20"),
+        ("/api/generate", {"model": "tiny", "prompt": "hello " * 300, "raw": True, "truncate": False,
+                           "options": {"num_ctx": 64}}, 400,
+         "the prompt is longer than the context length currently available to the model; shorten the prompt, "
+         "adjust the context length in settings, or use a model with a longer context length"),
     ],
 )
 def test_bad_requests(served, path, body, status, error):
