@@ -155,3 +155,25 @@ def test_a_runner_crash_mid_stream_ends_the_stream_with_an_error_line_and_the_ne
                                           "options": {"num_predict": 2}})
     assert r.status_code == 200 and r.json()["done"] is True
     assert runner_of(app, "tiny:latest") is not runner
+
+
+def test_a_client_that_leaves_while_queued_gives_up_its_place(served):
+    client, app = served
+    scheduler = app.state.engine.scheduler
+    body = {"model": "tiny", "prompt": "hello", "raw": True, "options": ENDLESS, "format": NEVER_DONE}
+    streams = []
+    try:
+        for _ in range(2):  # both slots busy
+            cm = client.stream("POST", "/api/generate", json=body)
+            lines = cm.__enter__().iter_lines()
+            next(lines)
+            streams.append((cm, lines))
+        with httpx.Client(base_url=str(client.base_url), timeout=httpx.Timeout(120, read=0.5)) as impatient:
+            with pytest.raises(httpx.ReadTimeout):
+                impatient.post("/api/generate", json=body)
+        assert wait_until(lambda: scheduler.pending == 0)  # not waiting for a slot any more
+    finally:
+        for cm, _lines in streams:
+            cm.__exit__(None, None, None)
+    runner = runner_of(app, "tiny:latest")
+    assert wait_until(lambda: runner.active_requests == 0)  # and it never started generating

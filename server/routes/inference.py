@@ -154,7 +154,7 @@ async def generate(request: Request) -> Response:
     chunks = _generate_chunks(req.model, engine(request).generate(job, started))
     if req.stream is False or job.debug_render_only:
         return await aggregate_response(chunks, _last if job.debug_render_only else merge_generate, request.receive)
-    return await ndjson_response(chunks)
+    return await ndjson_response(chunks, request.receive)
 
 
 @router.post("/api/chat")
@@ -170,7 +170,7 @@ async def chat(request: Request) -> Response:
     chunks = _chat_chunks(req.model, engine(request).generate(job, started))
     if req.stream is False or job.debug_render_only:
         return await aggregate_response(chunks, _last if job.debug_render_only else merge_chat, request.receive)
-    return await ndjson_response(chunks)
+    return await ndjson_response(chunks, request.receive)
 
 
 # -- embeddings --------------------------------------------------------------------------------
