@@ -7,6 +7,7 @@ prepended to the prompt; with neither, the model is loaded and an interactive se
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, TextIO
@@ -417,13 +418,24 @@ def repl(session: Session, read: Callable[[str], str]) -> None:
             return
 
 
-def _check_model(client: Client, model: str) -> None:
+def _check_model(client: Client, model: str) -> dict[str, Any]:
     try:
-        client.show(model)
+        return client.show(model)
     except APIError as exc:
         if exc.status == 404:
             raise CorralError(f"model '{model}' not found, try pulling it first") from None
         raise
+
+
+def embed_once(client: Client, model: str, text: str, keep_alive: Optional[str], out: TextIO) -> None:
+    """An embedding model's answer: the vector as a JSON array (as `ollama run` prints it)."""
+    if not text:
+        raise CorralError(f'embedding models require input text. Usage: stack run {model} "your text here"')
+    body: dict[str, Any] = {"model": model, "input": text}
+    if keep_alive is not None:
+        body["keep_alive"] = keep_alive
+    vectors = client.json("POST", "/api/embed", body).get("embeddings") or [[]]
+    out.write(json.dumps(vectors[0]) + "\n")
 
 
 @app.command("run")
@@ -443,7 +455,10 @@ def run_command(
         data = sys.stdin.read()
         text = f"{data} {text}" if text else data
     with Client() as client:
-        _check_model(client, model)
+        caps = _check_model(client, model).get("capabilities") or []
+        if "embedding" in caps and "completion" not in caps:
+            embed_once(client, model, text.strip(), keepalive, sys.stdout)
+            return
         if text or piped:
             generate_once(client, model, text, keep_alive=keepalive, fmt=fmt, verbose=verbose,
                           out=sys.stdout, err=sys.stderr)
