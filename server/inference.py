@@ -166,7 +166,7 @@ class Engine:
         try:
             load_ns = now_ns() - started
             if job.is_empty:
-                yield ("done", Final(done_reason="load", total_duration=now_ns() - started, load_duration=load_ns))
+                yield ("done", Final(done_reason="load"))  # Ollama answers a load without metrics
                 return
             runner = lease.runner
             prompt = await model_source.render(job, model, runner, lease.num_ctx)

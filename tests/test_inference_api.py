@@ -74,7 +74,8 @@ def test_generate_stream_false_is_one_object_with_the_whole_text(served):
 def test_load_then_unload_with_empty_prompts(served):
     client, _ = served
     resp = client.post("/api/generate", json={"model": "tiny", "keep_alive": -1})
-    body = lines(resp)[-1]
+    (body,) = lines(resp)
+    assert set(body) == {"model", "created_at", "response", "done", "done_reason"}  # as Ollama: no metrics
     assert body["done_reason"] == "load" and body["response"] == "" and body["done"] is True
     ps = loaded(client)["tiny:latest"]
     assert ps["model"] == "tiny:latest" and ps["size_vram"] == 0 and ps["context_length"] == 256
@@ -83,6 +84,7 @@ def test_load_then_unload_with_empty_prompts(served):
     assert len(ps["digest"]) == 64 and ps["details"]["format"] == "gguf"
     resp = client.post("/api/generate", json={"model": "tiny", "keep_alive": 0, "stream": False})
     assert resp.json()["done_reason"] == "unload" and resp.json()["model"] == "tiny"
+    assert set(resp.json()) == {"model", "created_at", "response", "done", "done_reason"}
     for _ in range(200):
         if "tiny:latest" not in loaded(client):
             break

@@ -146,3 +146,10 @@ def test_tool_calls_are_parsed_from_the_output(client, stream):
     call = calls[0]
     assert call["function"]["name"] == "get_weather" and call["function"]["arguments"] == {"city": "Paris"}
     assert call["function"]["index"] == 0 and call["id"].startswith("call_")
+
+
+def test_max_loaded_models_evicts_the_least_recently_used(client):
+    # this module's server runs with OLLAMA_MAX_LOADED_MODELS=1
+    for model in ("go", "msgs", "go"):
+        client.post("/api/generate", json={"model": model, "stream": False})
+        assert [m["name"] for m in client.get("/api/ps").json()["models"]] == [f"{model}:latest"]
