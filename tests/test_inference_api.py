@@ -245,3 +245,12 @@ def test_embedding_models_embed_but_do_not_generate(embedder):
     assert len(body["embeddings"]) == 2 and len(body["embeddings"][0]) == 64
     (m,) = embedder.get("/api/ps").json()["models"]
     assert m["name"] == "tiny-embed:latest"
+
+
+def test_load_timeout_is_a_500_naming_it(tmp_path, tiny_gguf):
+    app = make_app(tmp_path / "models", OLLAMA_LOAD_TIMEOUT="1ms")  # no process starts that fast
+    with TestClient(app) as client:
+        create_model(client, "tiny", tiny_gguf)
+        resp = client.post("/api/generate", json={"model": "tiny", "prompt": "hi"})
+        assert resp.status_code == 500 and "timed out" in resp.json()["error"]
+        assert client.get("/api/ps").json() == {"models": []}
