@@ -29,7 +29,7 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
     types += [TokenType.BYTE] * 256
     pieces = ["\u2581"] + [c for c in string.ascii_letters + string.digits + string.punctuation]
     pieces += ["\u2581" + c for c in string.ascii_lowercase]
-    pieces += ["\u2581the", "\u2581a", "\u2581is", "\u2581sky", "\u2581blue", "\u2581hello", "\u2581world"]
+    pieces += ["\u2581the", "\u2581is", "\u2581sky", "\u2581blue", "\u2581hello", "\u2581world"]
     tokens += pieces
     types += [TokenType.NORMAL] * len(pieces)
     scores = [0.0, 0.0, 0.0] + [0.0] * 256 + [-float(i) for i in range(len(pieces))]

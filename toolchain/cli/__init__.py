@@ -57,3 +57,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 from toolchain.cli.modelfile_cmd import app as _modelfile_app  # noqa: E402
 
 app.add_typer(_modelfile_app, name="modelfile")  # stack modelfile fmt|check
+from toolchain.cli import run_cmd as _run_cmd  # noqa: E402,F401 - registers run, ps, stop
