@@ -6,6 +6,7 @@ async iterator of *events*, plain tuples, that they shape into their own wire fo
     ("text", str)                 a piece of generated text
     ("tool_calls", [dict, ...])   tool calls parsed from the output (chat with tools)
     ("done", Final)               the end, with done_reason and statistics
+    ("debug", dict)               instead of all that, for `_debug_render_only`: the prompt
 
 Errors before the first event are raised from the first `__anext__()` (the routes turn them
 into a status and `{"error": ...}`); errors later are raised mid-iteration.
@@ -70,6 +71,7 @@ class ResolvedModel:
     details: dict[str, Any] = field(default_factory=dict)
     projectors: list[str] = field(default_factory=list)
     gguf: Any = None  # server.gguf_info.GGUFInfo of the model blob
+    capabilities: frozenset[str] = frozenset()
 
 
 def now_ns() -> int:
@@ -162,6 +164,9 @@ class Engine:
                 return
             runner = lease.runner
             prompt = await model_source.render(job, model, runner, lease.num_ctx)
+            if job.debug_render_only:
+                yield ("debug", {"rendered_template": prompt, "image_count": len(job.images)})
+                return
             request = model_source.completion_request(prompt, options, job.format, getattr(runner, "info", None))
             final_chunk = None
             buffer_for_tools = bool(job.tools)

@@ -102,6 +102,7 @@ Think = Union[bool, Literal["high", "medium", "low", "max"], None]
 
 
 class GenerateRequest(_Request):
+    debug_render_only: bool = Field(False, alias="_debug_render_only")
     prompt: str = ""
     suffix: str = ""
     system: Optional[str] = None
@@ -124,6 +125,7 @@ class GenerateRequest(_Request):
 
 
 class ChatRequest(_Request):
+    debug_render_only: bool = Field(False, alias="_debug_render_only")
     messages: list[Message] = Field(default_factory=list)
     tools: Optional[list[dict[str, Any]]] = None
     stream: Optional[bool] = True
@@ -199,6 +201,7 @@ class TextJob:
     think: Think = None
     truncate: bool = True
     shift: bool = True
+    debug_render_only: bool = False  # Ollama's _debug_render_only: answer the rendered prompt
 
     @classmethod
     def from_generate(cls, req: GenerateRequest) -> "TextJob":
@@ -208,6 +211,7 @@ class TextJob:
             format=req.format, options=dict(req.options or {}), keep_alive=req.keep_alive,
             keep_alive_set="keep_alive" in req.model_fields_set and req.keep_alive is not None,
             think=req.think, truncate=req.truncate is not False, shift=req.shift is not False,
+            debug_render_only=req.debug_render_only,
         )
 
     @classmethod
@@ -218,6 +222,7 @@ class TextJob:
             format=req.format, options=dict(req.options or {}), keep_alive=req.keep_alive,
             keep_alive_set="keep_alive" in req.model_fields_set and req.keep_alive is not None,
             think=req.think, truncate=req.truncate is not False, shift=req.shift is not False,
+            debug_render_only=req.debug_render_only,
         )
 
     @property

@@ -7,6 +7,9 @@ prompts rendered and runners started.
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import functools
 import json
 import os
 from typing import Any, Optional
@@ -18,17 +21,6 @@ from server.scheduler import Scheduler, settings_from_config, settings_from_env
 from server.streaming import RequestError
 from toolchain import options as option_table
 from toolchain.names import parse_name
-
-# Media types of manifest layers (Ollama's).
-_MODEL = "application/vnd.ollama.image.model"
-_ADAPTER = "application/vnd.ollama.image.adapter"
-_PROJECTOR = "application/vnd.ollama.image.projector"
-_TEMPLATE = "application/vnd.ollama.image.template"
-_PROMPT = "application/vnd.ollama.image.prompt"
-_SYSTEM = "application/vnd.ollama.image.system"
-_PARAMS = "application/vnd.ollama.image.params"
-_MESSAGES = "application/vnd.ollama.image.messages"
-
 
 def make_engine(state: Any) -> Engine:
     """The engine of an app: the store in `state.store`, settings from the environment."""
@@ -42,63 +34,27 @@ def make_engine(state: Any) -> Engine:
 
 def resolve(store: Any, name: str, *, not_found: str) -> ResolvedModel:
     """The stored model `name` refers to; 404 with `not_found` (formatted with the name as sent)."""
+    from server.store_model import load_model
+
     parsed = parse_name(name)
     if not parsed.is_valid():
         raise RequestError("invalid model name", 400)
     try:
-        manifest = store.read_manifest(parsed)
+        model = load_model(store, parsed)
     except errors.ModelNotFound:
         raise RequestError(not_found.format(name=name), 404) from None
     except errors.InvalidName:
         raise RequestError("invalid model name", 400) from None
-    model_path = ""
-    size = 0
-    template = system = None
-    params: dict[str, Any] = {}
-    messages: list[dict[str, Any]] = []
-    adapters: list[str] = []
-    projectors: list[str] = []
-    model_digest = ""
-    for layer in manifest.layers:
-        media = layer.media_type
-        if media == _MODEL:
-            model_path = str(store.blob_path(layer.digest))
-            model_digest = layer.digest
-            size = layer.size
-        elif media == _ADAPTER:
-            adapters.append(str(store.blob_path(layer.digest)))
-        elif media == _PROJECTOR:
-            projectors.append(str(store.blob_path(layer.digest)))
-        elif media in (_TEMPLATE, _PROMPT):
-            template = store.read_blob(layer.digest).decode("utf-8")
-        elif media == _SYSTEM:
-            system = store.read_blob(layer.digest).decode("utf-8")
-        elif media == _PARAMS:
-            params = json.loads(store.read_blob(layer.digest) or b"{}")
-        elif media == _MESSAGES:
-            messages = json.loads(store.read_blob(layer.digest) or b"[]")
-    if not model_path:
-        raise RequestError(f"model '{name}' has no model layer", 500)
-    config: dict[str, Any] = {}
-    if manifest.config.digest:
-        try:
-            config = json.loads(store.read_blob(manifest.config.digest))
-        except (ValueError, OSError, errors.ServerError):
-            config = {}
-    details = {
-        "parent_model": "",
-        "format": config.get("model_format") or "gguf",
-        "family": config.get("model_family") or "",
-        "families": config.get("model_families"),
-        "parameter_size": config.get("model_type") or "",
-        "quantization_level": config.get("file_type") or "",
-    }
-    gguf = store.gguf(model_digest)
+    if model.model_path is None:
+        raise RequestError(f"model '{name}' has no model layer", 400)
+    gguf = model.gguf(store)
     return ResolvedModel(
-        name=name, short=parsed.display_shortest(), full=str(parsed.without_digest()), digest=manifest.digest,
-        model_path=model_path, size=size, template=template, system=system,
-        params=params if isinstance(params, dict) else {}, messages=messages if isinstance(messages, list) else [],
-        adapters=adapters, details=details, projectors=projectors, gguf=gguf,
+        name=name, short=model.short_name, full=str(model.name.without_digest()), digest=model.digest,
+        model_path=str(model.model_path), size=store.blob_size(model.model_digest), template=model.template,
+        system=model.system or None, params=dict(model.params), messages=list(model.messages),
+        adapters=[str(p) for p in model.adapter_paths], details=model.details(),
+        projectors=[str(p) for p in model.projector_paths], gguf=gguf,
+        capabilities=frozenset(model.capabilities(store)),
     )
 
 
@@ -144,7 +100,7 @@ def merge_options(params: dict[str, Any], request: dict[str, Any]) -> dict[str, 
 
 def is_embedding_model(model: ResolvedModel) -> bool:
     """Ollama's rule: a model whose GGUF declares a pooling type embeds rather than generates."""
-    return model.gguf is not None and model.gguf.get("pooling_type") is not None
+    return "embedding" in model.capabilities
 
 
 def chat_template(model: ResolvedModel) -> Optional[str]:
@@ -154,23 +110,9 @@ def chat_template(model: ResolvedModel) -> Optional[str]:
     return value if isinstance(value, str) and value else None
 
 
-def capabilities(model: ResolvedModel) -> set[str]:
-    """completion/embedding, tools, insert, vision, thinking (Ollama's Model.Capabilities)."""
-    caps = {"embedding"} if is_embedding_model(model) else {"completion"}
-    if model.template is not None:
-        if ".Tools" in model.template:
-            caps.add("tools")
-        if ".Suffix" in model.template:
-            caps.add("insert")
-        if ".Thinking" in model.template:
-            caps.add("thinking")
-    else:
-        jinja = chat_template(model) or ""
-        if "tools" in jinja:
-            caps.add("tools")
-    if model.projectors or (model.gguf is not None and model.gguf.get("vision.block_count") is not None):
-        caps.add("vision")
-    return caps
+def capabilities(model: ResolvedModel) -> frozenset[str]:
+    """completion/embedding, tools, insert, vision, thinking (the store's Model.capabilities)."""
+    return model.capabilities
 
 
 # -- runners -----------------------------------------------------------------------------------
@@ -228,10 +170,107 @@ RUNNER_FAILURES, CLIENT_ERRORS = _runner_errors()
 
 
 async def render(job: TextJob, model: ResolvedModel, runner: Any, num_ctx: int) -> Any:
-    """The prompt to complete: text (special tokens parsed, no BOS added) or token ids."""
+    """The prompt text for `job` (Ollama's rules in toolchain.prompt), truncated to `num_ctx`.
+
+    Template: the request's (generate), else the model's TEMPLATE layer, else the GGUF's
+    `tokenizer.chat_template` (Jinja), else `{{ .Prompt }}`.
+    """
+    from toolchain import prompt as prompts
+    from toolchain.template import TemplateError
+
     if job.kind == "generate" and job.raw:
         return job.prompt
-    raise RequestError("templated prompts are not available yet", 501)
+    count = _token_counter(runner, num_ctx)
+    has_projector = bool(model.projectors)
+    jinja = None if model.template is not None or (job.kind == "generate" and job.template) else chat_template(model)
+    try:
+        if job.kind == "chat":
+            messages = prompts.chat_messages([m.to_json() for m in job.messages], model_system=model.system or "",
+                                             model_messages=model.messages)
+            if jinja is not None:
+                return await _jinja_prompt(jinja, messages, job.tools, runner, count, job.truncate, num_ctx)
+            return await asyncio.to_thread(
+                prompts.chat_prompt, model.template, messages, job.tools, num_ctx=num_ctx, count_tokens=count,
+                think=job.think, truncate=job.truncate, has_projector=has_projector)
+        context_text = await runner.detokenize(job.context) if job.context else None
+        if jinja is not None and not job.suffix:
+            messages = []
+            if job.system or model.system:
+                messages.append({"role": "system", "content": job.system or model.system})
+            if context_text is None:
+                messages.extend(model.messages)
+            messages.append({"role": "user", "content": job.prompt})
+            text = await _jinja_prompt(jinja, messages, [], runner, count, job.truncate, num_ctx)
+            return (context_text or "") + text
+        result = await asyncio.to_thread(
+            prompts.generate_prompt, model.template, prompt=job.prompt, system=job.system or "", suffix=job.suffix,
+            request_template=job.template or "", model_system=model.system or "", model_messages=model.messages,
+            context_text=context_text, images=job.images, think=job.think, num_ctx=num_ctx, count_tokens=count,
+            truncate=job.truncate)
+        return result.prompt
+    except TemplateError as exc:
+        raise RequestError(f"template error: {exc}", 400) from None
+    except prompts.PromptError as exc:
+        raise RequestError(str(exc), 400) from None
+
+
+async def _jinja_prompt(source: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], runner: Any,
+                        count: Any, truncate: bool, num_ctx: int) -> str:
+    """Render a GGUF `tokenizer.chat_template` (Jinja, as llama.cpp and transformers do), dropping
+    the oldest non-system messages until it fits (the latest message is always kept)."""
+    info = getattr(runner, "info", None)
+    template = _jinja_template(source)
+    variables = {"tools": tools or None, "add_generation_prompt": True,
+                 "bos_token": getattr(info, "bos_text", "") or "", "eos_token": getattr(info, "eos_text", "") or ""}
+
+    def build() -> str:
+        msgs = [dict(m) for m in messages]
+        while True:
+            text = template.render(messages=msgs, **variables)
+            droppable = [i for i, m in enumerate(msgs[:-1]) if m.get("role") != "system"]
+            if not truncate or not droppable or count(text) <= num_ctx:
+                return text
+            del msgs[droppable[0]]
+
+    try:
+        return await asyncio.to_thread(build)
+    except Exception as exc:  # noqa: BLE001 - template errors (raise_exception included) are the request's
+        raise RequestError(f"template error: {exc}", 400) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _jinja_template(source: str) -> Any:
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.TemplateError(message)
+
+    def strftime_now(fmt: str) -> str:
+        return datetime.datetime.now().strftime(fmt)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
+    env.filters["tojson"] = lambda value, indent=None: json.dumps(value, indent=indent, ensure_ascii=False)
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateError as exc:
+        raise RequestError(f"template error: {exc}", 400) from None
+
+
+def _token_counter(runner: Any, num_ctx: int) -> Any:
+    """A synchronous token counter for the prompt builders, run in a worker thread: texts whose
+    UTF-8 length already fits are not tokenized (a token is at least one byte); others are
+    tokenized by the runner on the event loop."""
+    loop = asyncio.get_running_loop()
+
+    def count(text: str) -> int:
+        upper = len(text.encode("utf-8")) + 2
+        if upper <= num_ctx:
+            return upper
+        return len(asyncio.run_coroutine_threadsafe(runner.tokenize(text, True, True), loop).result())
+
+    return count
 
 
 def parse_tool_calls(text: str, tools: list[dict[str, Any]], model: ResolvedModel) -> tuple[str, list[dict[str, Any]]]:

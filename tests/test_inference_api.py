@@ -12,17 +12,16 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support.inference_app import add_model, make_app
+from tests.support.inference_app import create_model, make_app
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_gguf):
     root = tmp_path_factory.mktemp("models")
     app = make_app(root, OLLAMA_NUM_PARALLEL="2", OLLAMA_CONTEXT_LENGTH="256")
-    store = app.state.store
-    add_model(store, "tiny", tiny_gguf)
-    add_model(store, "tiny-params", tiny_gguf, params={"num_ctx": 128, "temperature": 0, "num_predict": 3})
     with TestClient(app) as client:
+        create_model(client, "tiny", tiny_gguf)
+        create_model(client, "tiny-params", tiny_gguf, parameters={"num_ctx": 128, "temperature": 0, "num_predict": 3})
         yield client, app
 
 

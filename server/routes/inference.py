@@ -6,6 +6,7 @@ into Ollama's chunks (plain dicts, serialised by server.streaming).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from datetime import datetime, timezone
@@ -95,6 +96,8 @@ async def _generate_chunks(model: str, events: AsyncIterator[tuple[str, Any]]) -
         async for kind, value in events:
             if kind == "text":
                 yield {"model": model, "created_at": created_at(), "response": value, "done": False}
+            elif kind == "debug":
+                yield {"model": model, "created_at": created_at(), "_debug_info": value}
             elif kind == "done":
                 chunk: dict[str, Any] = {"model": model, "created_at": created_at(), "response": "", "done": True,
                                          "done_reason": value.done_reason}
@@ -112,6 +115,8 @@ async def _chat_chunks(model: str, events: AsyncIterator[tuple[str, Any]]) -> As
             if kind == "text":
                 yield {"model": model, "created_at": created_at(),
                        "message": {"role": "assistant", "content": value}, "done": False}
+            elif kind == "debug":
+                yield {"model": model, "created_at": created_at(), "_debug_info": value}
             elif kind == "tool_calls":
                 yield {"model": model, "created_at": created_at(),
                        "message": {"role": "assistant", "content": "", "tool_calls": value}, "done": False}
@@ -125,6 +130,10 @@ async def _chat_chunks(model: str, events: AsyncIterator[tuple[str, Any]]) -> As
         await events.aclose()  # type: ignore[attr-defined]
 
 
+def _last(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    return chunks[-1]
+
+
 @router.post("/api/generate")
 async def generate(request: Request) -> Response:
     started = now_ns()
@@ -136,8 +145,8 @@ async def generate(request: Request) -> Response:
         return error_response("model '' not found", 404)
     job = TextJob.from_generate(req)
     chunks = _generate_chunks(req.model, engine(request).generate(job, started))
-    if req.stream is False:
-        return await aggregate_response(chunks, merge_generate)
+    if req.stream is False or job.debug_render_only:
+        return await aggregate_response(chunks, _last if job.debug_render_only else merge_generate)
     return await ndjson_response(chunks)
 
 
@@ -152,8 +161,8 @@ async def chat(request: Request) -> Response:
         return error_response("model is required", 400)
     job = TextJob.from_chat(req)
     chunks = _chat_chunks(req.model, engine(request).generate(job, started))
-    if req.stream is False:
-        return await aggregate_response(chunks, merge_chat)
+    if req.stream is False or job.debug_render_only:
+        return await aggregate_response(chunks, _last if job.debug_render_only else merge_chat)
     return await ndjson_response(chunks)
 
 
@@ -214,8 +223,20 @@ async def ps(request: Request) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    """Add the inference routes to `app` (called by server.app.create_app)."""
+    """Add the inference routes to `app` (called by server.app.create_app), and unload every
+    model when the app shuts down (wrapping whatever lifespan the app has)."""
     app.include_router(router)
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        async with inner(a) as state:
+            try:
+                yield state
+            finally:
+                await shutdown(app)
+
+    app.router.lifespan_context = lifespan
 
 
 async def shutdown(app: FastAPI) -> None:

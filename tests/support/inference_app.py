@@ -1,55 +1,62 @@
-"""An app with the inference routes over a real store in a temp directory (real runners).
+"""The real app (`server.app.create_app`) in-process for inference tests, with real runners.
 
-`add_model` writes a model into the store the way /api/create would lay it out (GGUF blob,
-config blob, optional template/system/params/messages layers, manifest).
+`create_model(client, name, gguf, **fields)` uploads the GGUF through `/api/blobs` and creates the
+model through `/api/create` (fields: template, system, parameters, messages), as a client would.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator
 
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
+from server.app import create_app
 from server.config import Config
-from server.routes.inference import install, shutdown
-from server.store import (MEDIA_CONFIG, MEDIA_MESSAGES, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE,
-                          Layer, Manifest, Store)
-from toolchain.names import parse_name
-
-
-def add_model(store: Store, name: str, gguf: Path, *, template: Optional[str] = None, system: Optional[str] = None,
-              params: Optional[dict[str, Any]] = None, messages: Optional[list[dict[str, Any]]] = None) -> None:
-    with open(gguf, "rb") as f:
-        model = store.write_blob(f)
-    layers = [Layer(MEDIA_MODEL, model.digest, model.size)]
-    for media, value in ((MEDIA_TEMPLATE, template), (MEDIA_SYSTEM, system)):
-        if value is not None:
-            blob = store.put_bytes(value.encode())
-            layers.append(Layer(media, blob.digest, blob.size))
-    for media, value in ((MEDIA_PARAMS, params), (MEDIA_MESSAGES, messages)):
-        if value is not None:
-            blob = store.put_bytes(json.dumps(value).encode())
-            layers.append(Layer(media, blob.digest, blob.size))
-    config = {"model_format": "gguf", "model_family": "llama", "model_families": ["llama"],
-              "model_type": "1M", "file_type": "F32", "rootfs": {"type": "layers", "diff_ids": []}}
-    blob = store.put_bytes(json.dumps(config).encode())
-    store.write_manifest(parse_name(name), Manifest(config=Layer(MEDIA_CONFIG, blob.digest, blob.size),
-                                                    layers=layers))
 
 
 def make_app(root: Path, **env: str) -> FastAPI:
-    """`env`: OLLAMA_* settings for the scheduler (e.g. OLLAMA_NUM_PARALLEL="2")."""
+    """`env`: OLLAMA_* settings (e.g. OLLAMA_NUM_PARALLEL="2"); the store lives in `root`."""
+    return create_app(Config.from_env({"OLLAMA_MODELS": str(root), **env}))
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        yield
-        await shutdown(app)
 
-    app = FastAPI(lifespan=lifespan)
-    app.state.store = Store(root)
-    app.state.config = Config.from_env({"OLLAMA_MODELS": str(root), **env})
-    install(app)
-    return app
+def create_model(client: TestClient, name: str, gguf: Path, **fields: Any) -> None:
+    data = Path(gguf).read_bytes()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    resp = client.post(f"/api/blobs/{digest}", content=data)
+    assert resp.status_code in (200, 201), resp.text
+    resp = client.post("/api/create", json={"model": name, "files": {Path(gguf).name: digest}, "stream": False,
+                                            **fields})
+    assert resp.status_code == 200 and resp.json().get("status") == "success", resp.text
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: FastAPI) -> Iterator[str]:
+    """Run `app` under a real uvicorn on a free loopback port in this process (so that a test can
+    look at its scheduler and runners); yields the base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(1000):
+        if server.started or not thread.is_alive():
+            break
+        time.sleep(0.01)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)

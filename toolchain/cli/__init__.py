@@ -57,4 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 from toolchain.cli.modelfile_cmd import app as _modelfile_app  # noqa: E402
 
 app.add_typer(_modelfile_app, name="modelfile")  # stack modelfile fmt|check
+
+from toolchain.cli import models_cmd as _models_cmd  # noqa: E402,F401  (serve, create, list, show, cp, rm)
+from toolchain.cli import prompt_cmd as _prompt_cmd  # noqa: E402,F401  (stack prompt)
 from toolchain.cli import run_cmd as _run_cmd  # noqa: E402,F401 - registers run, ps, stop

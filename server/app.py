@@ -1,0 +1,79 @@
+"""The FastAPI application of `stack serve`.
+
+`create_app(config)` builds the app: one `Store` on `app.state.store`, the `Config` on
+`app.state.config`, the error handlers that turn `server.errors` exceptions (and malformed requests)
+into Ollama's `{"error": "..."}` bodies, Ollama's plain-text 404/405 for unknown paths and methods,
+and the routers. A new group of routes is one `include_router` line below.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.config import Config
+from server.errors import ServerError
+from server.store import Store
+
+#: The Ollama API version this server reports at /api/version (the API level it implements).
+OLLAMA_API_VERSION = "0.12.0"
+
+log = logging.getLogger("corral.server")
+
+
+def create_app(config: Config | None = None) -> FastAPI:
+    config = config or Config.from_env()
+    app = FastAPI(title="Corral", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.config = config
+    app.state.store = Store(config.models, noprune=config.noprune)
+
+    app.add_exception_handler(ServerError, _server_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+    @app.api_route("/", methods=["GET", "HEAD"])
+    def root() -> Response:
+        return PlainTextResponse("Ollama is running")
+
+    @app.api_route("/api/version", methods=["GET", "HEAD"])
+    def version() -> Response:
+        return JSONResponse({"version": OLLAMA_API_VERSION})
+
+    from server.routes import models
+
+    app.include_router(models.router)
+    from server.routes import inference
+
+    inference.install(app)  # generate, chat, embed, embeddings, ps; unloads models on shutdown
+    return app
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServerError)
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    message = errors[0].get("msg", "invalid request") if errors else "invalid request"
+    return JSONResponse({"error": message}, status_code=400)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        return PlainTextResponse("404 page not found", status_code=404)
+    if exc.status_code == 405:
+        return PlainTextResponse("405 method not allowed", status_code=405)
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse({"error": str(exc) or exc.__class__.__name__}, status_code=500)
