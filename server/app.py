@@ -50,6 +50,11 @@ def create_app(config: Config | None = None) -> FastAPI:
     from server.routes import inference
 
     inference.install(app)  # generate, chat, embed, embeddings, ps; unloads models on shutdown
+    from server import cors
+    from server.openai import routes as openai_routes
+
+    openai_routes.install(app)  # /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models
+    cors.install(app, config.origins)  # OLLAMA_ORIGINS
     return app
 
 

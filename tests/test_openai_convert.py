@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import pytest
 from pydantic import ValidationError
 
+from server.inference import Final as EngineFinal
 from server.openai import convert
 from server.openai.errors import OpenAIError, error_body, from_exception
 from server.openai.types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, validation_error
@@ -316,11 +316,18 @@ def test_shape_errors_name_the_parameter(body, message, param):
 # -- results -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Final:
-    done_reason: str = "stop"
-    prompt_eval_count: int = 10
-    eval_count: int = 3
+def Final(done_reason: str = "stop") -> EngineFinal:
+    return EngineFinal(done_reason=done_reason, prompt_eval_count=10, eval_count=3)
+
+
+@pytest.mark.parametrize("final,expected", [
+    (EngineFinal("stop", prompt_eval_count=4, eval_count=2),
+     {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}),
+    (EngineFinal("stop", prompt_eval_count=4, eval_count=2, prompt_tokens=30, cached_tokens=26),
+     {"prompt_tokens": 30, "completion_tokens": 2, "total_tokens": 32, "prompt_tokens_details": {"cached_tokens": 26}}),
+])
+def test_usage_counts_every_prompt_token_and_reports_the_cached_ones(final, expected):
+    assert convert.usage(final) == expected
 
 
 def ids():

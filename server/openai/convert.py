@@ -285,8 +285,9 @@ def chat_request(req: ChatCompletionRequest) -> ChatPlan:
         model=req.model, kind="chat", messages=messages, tools=chat_tools(req),
         images=[img for m in messages for img in (m.images or ())], format=response_format(req),
         options=sampling_options(req, max_tokens, param), think=think_value(req.reasoning_effort),
+        debug_render_only=req.debug_render_only,
     )
-    return ChatPlan(job=job, stream=bool(req.stream),
+    return ChatPlan(job=job, stream=bool(req.stream) and not req.debug_render_only,
                     include_usage=bool(req.stream and req.stream_options and req.stream_options.include_usage),
                     parallel_tool_calls=req.parallel_tool_calls is not False)
 
@@ -330,8 +331,8 @@ def completion_request(req: CompletionRequest) -> CompletionPlan:
     if req.logprobs is not None:
         raise _bad("logprobs is not supported by this server", "logprobs")
     job = TextJob(model=req.model, kind="generate", prompt=prompt, suffix=req.suffix or "",
-                  options=sampling_options(req, req.max_tokens))
-    return CompletionPlan(job=job, stream=bool(req.stream),
+                  options=sampling_options(req, req.max_tokens), debug_render_only=req.debug_render_only)
+    return CompletionPlan(job=job, stream=bool(req.stream) and not req.debug_render_only,
                           include_usage=bool(req.stream and req.stream_options and req.stream_options.include_usage),
                           echo=prompt if req.echo else "")
 
@@ -372,9 +373,17 @@ def embedding_request(req: EmbeddingRequest) -> EmbedPlan:
 # -- results -----------------------------------------------------------------------------------
 
 
-def usage(final: Any) -> dict[str, int]:
-    prompt, completion = int(final.prompt_eval_count or 0), int(final.eval_count or 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def usage(final: Any) -> dict[str, Any]:
+    """OpenAI's usage: every prompt token (cached ones too, reported in prompt_tokens_details),
+    where Ollama's /v1 reports only the evaluated ones (prompt_eval_count)."""
+    prompt = int(getattr(final, "prompt_tokens", 0) or final.prompt_eval_count or 0)
+    completion = int(final.eval_count or 0)
+    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                           "total_tokens": prompt + completion}
+    cached = int(getattr(final, "cached_tokens", 0) or 0)
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    return out
 
 
 def finish_reason(done_reason: Optional[str], tool_calls: bool) -> str:
@@ -404,6 +413,14 @@ class _Collected:
     thinking: list[str] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     final: Any = None
+    debug: Optional[dict[str, Any]] = None
+
+    def finish_reason(self, tool_calls: bool) -> Optional[str]:
+        return None if self.final is None else finish_reason(self.final.done_reason, tool_calls)
+
+    def usage(self) -> dict[str, Any]:
+        return usage(self.final) if self.final is not None else {"prompt_tokens": 0, "completion_tokens": 0,
+                                                                 "total_tokens": 0}
 
 
 def _collect(events: Iterable[tuple[str, Any]]) -> _Collected:
@@ -417,6 +434,8 @@ def _collect(events: Iterable[tuple[str, Any]]) -> _Collected:
             c.calls.extend(value)
         elif kind == "done":
             c.final = value
+        elif kind == "debug":
+            c.debug = value
     return c
 
 
@@ -434,13 +453,15 @@ def chat_completion(id: str, created: int, model: str, events: Iterable[tuple[st
         message["reasoning"] = "".join(c.thinking)
     if calls:
         message["tool_calls"] = calls
-    return {
+    body = {
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": finish_reason(c.final.done_reason, bool(calls))}],
-        "usage": usage(c.final),
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": c.finish_reason(bool(calls))}],
+        "usage": c.usage(),
     }
+    if c.debug is not None:
+        body["_debug_info"] = c.debug
+    return body
 
 
 class ChatStream:
@@ -497,13 +518,16 @@ def text_completion(id: str, created: int, model: str, events: Iterable[tuple[st
                     echo: str = "") -> dict[str, Any]:
     """The `text_completion` object for a whole (non-streamed) generation."""
     c = _collect(events)
-    return {
+    body = {
         "id": id, "object": "text_completion", "created": created, "model": model,
         "system_fingerprint": FINGERPRINT,
         "choices": [{"text": echo + "".join(c.text), "index": 0, "logprobs": None,
-                     "finish_reason": finish_reason(c.final.done_reason, False)}],
-        "usage": usage(c.final),
+                     "finish_reason": c.finish_reason(False)}],
+        "usage": c.usage(),
     }
+    if c.debug is not None:
+        body["_debug_info"] = c.debug
+    return body
 
 
 class CompletionStream:

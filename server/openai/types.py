@@ -106,6 +106,8 @@ class _Sampling(_Shape):
     presence_penalty: Optional[float] = None
     n: Optional[int] = None
     logit_bias: Optional[dict[str, Any]] = None
+    # Ollama's: answer the rendered prompt in `_debug_info` instead of generating.
+    debug_render_only: bool = Field(False, alias="_debug_render_only")
 
 
 class ChatCompletionRequest(_Sampling):
