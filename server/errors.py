@@ -11,6 +11,7 @@ route code raise these; nothing else turns exceptions into responses.
     │   ├── InvalidName          "invalid model name" (or a route-specific wording)
     │   ├── InvalidModel         a GGUF that is not GGUF, truncated, or malformed
     │   └── MissingBlob          a manifest or request names a blob the store does not have
+    ├── PayloadTooLarge (413)
     └── NotFound (404)
         ├── ModelNotFound
         └── BlobNotFound
@@ -35,6 +36,10 @@ class BadRequest(ServerError):
 
 class NotFound(ServerError):
     status = 404
+
+
+class PayloadTooLarge(ServerError):
+    status = 413
 
 
 class InvalidDigest(BadRequest):

@@ -403,7 +403,7 @@ class Store:
     def copy(self, src: Name, dst: Name) -> Manifest:
         """Copy `src`'s manifest bytes to `dst` (blobs are shared). ModelNotFound if src is absent."""
         src, dst = self.resolve(src), self.resolve(dst)
-        with self.lock(dst):
+        with self.lock(dst), self._store_lock:  # no prune between reading src and writing dst
             manifest = self.read_manifest(src)
             if self.manifest_path(src) == self.manifest_path(dst):
                 return manifest
@@ -420,6 +420,35 @@ class Store:
             self._prune_dirs(path.parent)
             self._prune_layers(manifest)
         return manifest
+
+    def verify(self, *, hash_blobs: bool = True) -> list[str]:
+        """Check the store's invariants; returns one line per problem (empty when sound): every
+        manifest parses, every blob it references exists, and every blob hashes to its name."""
+        problems = []
+        for path in sorted(self.manifests_dir.glob("*/*/*/*")):
+            if not path.is_file() or path.name.startswith(TMP_PREFIX):
+                continue
+            rel = path.relative_to(self.manifests_dir)
+            try:
+                manifest = Manifest.parse(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                problems.append(f"manifest {rel}: {exc}")
+                continue
+            for d in manifest.descriptors():
+                if not self.blob_path(d.digest).is_file():
+                    problems.append(f"manifest {rel}: missing blob {d.digest}")
+        if hash_blobs:
+            for path in sorted(self.blobs_dir.iterdir()):
+                m = _BLOB_FILE.fullmatch(path.name)
+                if m is None or not path.is_file():
+                    continue
+                h = hashlib.sha256()
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(_CHUNK), b""):
+                        h.update(chunk)
+                if h.hexdigest() != m.group(1):
+                    problems.append(f"blob {path.name}: content hashes to sha256:{h.hexdigest()}")
+        return problems
 
     # -- locking ------------------------------------------------------------------------------
 

@@ -113,13 +113,25 @@ class Model:
         if self.projector_paths:
             add("vision")
         if self.template:
-            if re.search(r"\.Tools\b", self.template):
+            names = _template_vars(self.template)
+            if "tools" in names:
                 add("tools")
-            if re.search(r"\.Suffix\b", self.template):
+            if "suffix" in names:
                 add("insert")
             if "<think>" in self.template and "</think>" in self.template:
                 add("thinking")
         return caps
+
+
+def _template_vars(source: str) -> set[str]:
+    """The lower-cased field names a Go template mentions (Ollama's `Template.Vars`); for a
+    template the engine cannot parse, the `.Name` fields found by a plain text scan."""
+    try:
+        from toolchain import template as tmpl
+
+        return set(tmpl.parse(source).vars())
+    except Exception:  # noqa: BLE001 - a stored template that does not parse still has fields
+        return {m.lower() for m in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)", source)}
 
 
 def load_model(store: Store, name: Name) -> Model:

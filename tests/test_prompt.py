@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pytest
 
@@ -402,3 +403,48 @@ def test_generate_truncates_with_a_tokenizer():
 def test_generate_bad_request_template_is_client_error():
     with pytest.raises(TemplateError):
         generate_prompt(CHATML, prompt="hi", request_template="{{ if }}")
+
+
+def test_tools_render_as_json():
+    """`.Tools`, `.Function` and `.Function.Parameters` print as JSON (`.Function` on purpose
+    unlike Ollama HEAD, see values.TemplateToolFunction); a tool without properties marshals
+    them as null, as in Ollama."""
+    src = "{{ range .Messages }}{{ end }}{{ json .Tools }}|{{ range .Tools }}{{ .Function }};{{ .Function.Parameters }};{{ end }}"
+    tools = [
+        {"type": "function", "function": {"name": "f", "description": "d"}},
+        {"type": "function", "function": {"name": "g", "parameters": {"type": "object", "required": ["a"], "properties": {"a": {"type": "string"}}}}},
+    ]
+    got = execute(src, Values(messages=[{"role": "user", "content": "x"}], tools=tools))
+    assert got == (
+        '[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"","properties":null}}},'
+        '{"type":"function","function":{"name":"g","description":"","parameters":{"type":"object","required":["a"],'
+        '"properties":{"a":{"type":"string"}}}}}]'
+        '|{"name":"f","description":"d","parameters":{"type":"","properties":null}};{"type":"","properties":null};'
+        '{"name":"g","description":"","parameters":{"type":"object","required":["a"],"properties":{"a":{"type":"string"}}}};'
+        '{"type":"object","required":["a"],"properties":{"a":{"type":"string"}}};'
+    )
+
+
+TOOL_VECTORS = json.loads((Path(__file__).parent / "data" / "ollama_tool_templates.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("case", TOOL_VECTORS["cases"], ids=[c["name"] for c in TOOL_VECTORS["cases"]])
+def test_ollama_tool_template_vectors(case):
+    """Ollama's tool-template renders (system, tool calls, tool results, tools list)."""
+    got = chat_prompt(case["template"], TOOL_VECTORS["messages"], TOOL_VECTORS["tools"], num_ctx=1 << 20, count_tokens=words)
+    assert got == case["expect"]
+
+
+def test_truncating_a_long_history_renders_log_n_times():
+    calls = []
+
+    def counting(text):
+        calls.append(text)
+        return words(text)
+
+    msgs = [{"role": "system", "content": "sys"}] + [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"message number {i}"} for i in range(1000)
+    ]
+    got = chat_prompt("{{ range .Messages }}{{ .Content }} {{ end }}", msgs, num_ctx=10, count_tokens=counting)
+    assert got == "sys message number 997 message number 998 message number 999 "
+    assert len(calls) <= 12

@@ -16,6 +16,7 @@ from server.runner import (
     InputTooLong,
     InvalidRequest,
     LoadError,
+    LoadTimeout,
     LoadSpec,
     Runner,
     RunnerClosed,
@@ -356,6 +357,55 @@ def test_load_errors_are_clear(tiny_gguf, tmp_path):
             await Runner.start(LoadSpec(model_path=str(bad)), load_timeout=30)
         with pytest.raises(InvalidRequest, match="num_ctx"):
             LoadSpec(model_path=str(tiny_gguf), num_ctx=0)
+        with pytest.raises(InvalidRequest, match="num_ctx"):
+            LoadSpec(model_path=str(tiny_gguf), num_ctx=2**30, num_parallel=4)
+        # a context whose KV cache cannot fit in memory is refused before llama.cpp allocates it
+        with pytest.raises(LoadError, match="context too large"):
+            await Runner.start(LoadSpec(model_path=str(tiny_gguf), num_ctx=2**28, num_parallel=4), load_timeout=30)
+        with pytest.raises(LoadTimeout, match="timed out"):
+            await Runner.start(LoadSpec(model_path=str(tiny_gguf)), load_timeout=0.001)
+
+    run(scenario())
+
+
+def test_lora_adapters(tiny_gguf, tmp_path):
+    from server.runner import LoraAdapter
+    from tests.support.tiny_lora import write_tiny_lora
+
+    lora = write_tiny_lora(tmp_path / "lora.gguf")
+    noop = write_tiny_lora(tmp_path / "noop.gguf", scale_b=0.0)
+
+    async def greedy(adapters) -> str:
+        r = await start(tiny_gguf, num_ctx=64, num_parallel=1, adapters=adapters)
+        try:
+            text, _ = await generate(r, "hello world", num_predict=12, temperature=0)
+            return text
+        finally:
+            await r.close()
+
+    async def scenario():
+        base = await greedy(())
+        assert await greedy((LoraAdapter(str(noop)),)) == base
+        assert await greedy((LoraAdapter(str(lora)),)) != base
+        assert await greedy((LoraAdapter(str(lora), scale=0.0),)) == base
+        with pytest.raises(LoadError, match="LoRA"):
+            await start(tiny_gguf, adapters=(LoraAdapter(str(tmp_path / "missing.gguf")),))
+
+    run(scenario())
+
+
+def test_embedding_only_runner(tiny_gguf):
+    async def scenario():
+        r = await start(tiny_gguf, num_ctx=64, num_parallel=2, embedding=True)
+        try:
+            assert r.info.embedding_only
+            res = await r.embed(["hello", "the sky is blue"])
+            assert len(res.embeddings) == 2
+            assert all(math.isclose(sum(x * x for x in v), 1.0, rel_tol=1e-4) for v in res.embeddings)
+            with pytest.raises(InvalidRequest, match="embeddings only"):
+                await r.completion(CompletionRequest(prompt="hi"))
+        finally:
+            await r.close()
 
     run(scenario())
 

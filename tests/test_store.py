@@ -396,3 +396,12 @@ def test_concurrent_creates_of_one_name_are_serialised(store):
 )
 def test_gojson(value, expected):
     assert gojson.encode(value, sort_keys=isinstance(value, dict)) == (expected + "\n").encode()
+
+
+def test_verify_reports_damage(store):
+    m = make_model(store, "m", b"weights", b"template")
+    assert store.verify() == []
+    store.blob_path(m.layers[1].digest).write_bytes(b"tampered")
+    store.blob_path(m.layers[0].digest).unlink()
+    problems = store.verify()
+    assert any("missing blob" in p for p in problems) and any("hashes to" in p for p in problems)

@@ -275,3 +275,29 @@ def test_execute_is_repeatable_and_pure():
     assert tmpl.execute(values) == ">12"
     assert tmpl.execute(values) == ">12"
     assert values == {"A": ">", "L": [1, 2]}
+
+
+HOSTILE = [
+    ("huge range", "{{ range 100000000 }}x{{ end }}", "exceeds"),
+    ("doubling string", '{{ $x := "ab" }}{{ range 40 }}{{ $x = printf "%s%s" $x $x }}{{ end }}{{ len $x }}', "exceeds"),
+    ("nested ranges", "{{ range 2000 }}{{ range 2000 }}{{ end }}{{ end }}", "exceeds"),
+]
+
+
+@pytest.mark.parametrize("name,src,message", HOSTILE, ids=[c[0] for c in HOSTILE])
+def test_hostile_templates_fail_instead_of_hanging(name, src, message):
+    with pytest.raises(TemplateError, match=message):
+        render(src, {})
+
+
+def test_printf_refuses_huge_widths_like_go():
+    assert render('{{ printf "%99999999d" 1 }}', {}) == "%!(BADWIDTH)1"
+
+
+def test_printf_c_gives_replacement_for_invalid_runes():
+    assert render('{{ printf "%c%c%c" 65 55296 -1 }}', {}) == "A\ufffd\ufffd"
+
+
+def test_variable_must_end_at_a_terminator_like_go():
+    with pytest.raises(TemplateError, match='bad character "="'):
+        parse("{{ $x=1 }}")

@@ -241,18 +241,31 @@ def build_chat_prompt(
     system message and always the latest message; images become `[img-N]` tags."""
     msgs = [_as_message_dict(m) for m in messages]
     last = len(msgs) - 1
+
+    def kept_system(i: int) -> list[dict]:
+        return [m for m in msgs[:i] if m["role"] == "system"]
+
+    def fits(i: int) -> bool:
+        text = execute(template, Values(messages=kept_system(i) + msgs[i:], tools=tools, think=think))
+        size = count_tokens(text)
+        if has_projector:
+            size += IMAGE_TOKENS * sum(len(m.get("images") or []) for m in msgs[i:])
+        return size <= num_ctx
+
     start = 0
-    system: list[dict] = []
-    if truncate:
-        for i in range(len(msgs)):
-            system = [m for m in msgs[:i] if m["role"] == "system"]
-            text = execute(template, Values(messages=system + msgs[i:], tools=tools, think=think))
-            size = count_tokens(text)
-            if has_projector:
-                size += IMAGE_TOKENS * sum(len(m.get("images") or []) for m in msgs[i:])
-            if size <= num_ctx or i == last:
-                start = i
-                break
+    if truncate and last > 0 and not fits(0):
+        # Ollama tries i = 0, 1, 2... and keeps the first start that fits (at worst only the
+        # latest message). The prompt only shrinks as messages are dropped, so a binary search
+        # finds the same start with log(n) renders instead of n.
+        lo, hi = 1, last
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        start = lo
+    system = kept_system(start) if truncate else []
     tagged, images = tag_images(msgs[start:])
     text = execute(template, Values(messages=system + tagged, tools=tools, think=think))
     return ChatPrompt(text, images)

@@ -25,11 +25,28 @@ from server.api_types import (
     go_time,
     parse_body,
 )
-from server.errors import BadRequest, BlobNotFound, InvalidName, ModelNotFound, ServerError
+from server.errors import BadRequest, BlobNotFound, InvalidName, ModelNotFound, PayloadTooLarge, ServerError
 from server.store import Store, normalize_digest
 from toolchain.names import parse_name
 
 router = APIRouter()
+
+#: Largest JSON request body accepted (blob uploads are streamed and not limited by this).
+MAX_JSON_BODY = 32 << 20
+
+
+async def read_body(request: Request, limit: int = MAX_JSON_BODY) -> bytes:
+    """The request body, or 413 once it grows past `limit` (never buffered beyond it)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _store(request: Request) -> Store:
@@ -70,7 +87,7 @@ async def create_blob(digest: str, request: Request) -> Response:
 
 @router.post("/api/create")
 async def create(request: Request) -> Response:
-    raw = await request.body()
+    raw = await read_body(request)
     return await anyio.to_thread.run_sync(_create, _store(request), raw)
 
 
@@ -162,7 +179,7 @@ def _list_item(m: ListModelResponse) -> dict[str, Any]:
 
 @router.post("/api/show")
 async def show(request: Request) -> Response:
-    raw = await request.body()
+    raw = await read_body(request)
     return await anyio.to_thread.run_sync(_show, _store(request), raw)
 
 
@@ -188,7 +205,7 @@ def _show(store: Store, raw: bytes) -> Response:
 
 @router.post("/api/copy")
 async def copy(request: Request) -> Response:
-    raw = await request.body()
+    raw = await read_body(request)
     return await anyio.to_thread.run_sync(_copy, _store(request), raw)
 
 
@@ -209,7 +226,7 @@ def _copy(store: Store, raw: bytes) -> Response:
 
 @router.delete("/api/delete")
 async def delete(request: Request) -> Response:
-    raw = await request.body()
+    raw = await read_body(request)
     return await anyio.to_thread.run_sync(_delete, _store(request), raw)
 
 

@@ -61,6 +61,17 @@ def _backend_init() -> None:
         _BACKEND_READY = True
 
 
+def _mem_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -137,6 +148,7 @@ class Engine:
             self.adapters.append(a)
 
         np_ = spec.num_parallel
+        self._check_memory(spec.num_ctx * np_)
         ubatch = spec.num_ubatch or min(spec.num_batch, 512)
         cp = L.llama_context_default_params()
         cp.n_ctx = spec.num_ctx * np_
@@ -178,6 +190,30 @@ class Engine:
         self._embed_ctx = self.ctx if spec.embedding else None
         self.add_bos = bool(L.llama_vocab_get_add_bos(self.vocab))
         self.info = self._info()
+
+    def _check_memory(self, n_ctx: int) -> None:
+        """Refuse a context whose KV cache cannot fit in the memory available now (llama.cpp would
+        otherwise try, and touch, tens of GiB before failing)."""
+        arch = self._meta_str("general.architecture")
+        n_layer = L.llama_model_n_layer(self.model)
+        n_head = max(1, L.llama_model_n_head(self.model))
+        n_head_kv = max(1, L.llama_model_n_head_kv(self.model))
+        k_len = int(self._meta_str(f"{arch}.attention.key_length") or self.n_embd // n_head)
+        v_len = int(self._meta_str(f"{arch}.attention.value_length") or self.n_embd // n_head)
+        need = n_ctx * n_layer * n_head_kv * (k_len + v_len) * 2  # f16 K and V
+        avail = _mem_available()
+        if avail is not None and need > avail:
+            L.llama_model_free(self.model)
+            self.model = None
+            raise LoadError(
+                f"context too large: {n_ctx} tokens need {need / 2**30:.1f} GiB of KV cache,"
+                f" {avail / 2**30:.1f} GiB of memory is available"
+            )
+
+    def _meta_str(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(256)
+        n = L.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
 
     # --- model facts -------------------------------------------------------------------------
 

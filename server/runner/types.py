@@ -41,6 +41,10 @@ class LoadSpec:
             v = getattr(self, attr)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise InvalidRequest(f"invalid {attr} {v!r}: must be a positive integer")
+        if self.num_ctx * self.num_parallel > 2**31 - 1:
+            raise InvalidRequest(
+                f"invalid num_ctx {self.num_ctx}: num_ctx × num_parallel ({self.num_parallel}) exceeds 2^31 tokens"
+            )
         if self.num_ubatch is not None and (not isinstance(self.num_ubatch, int) or self.num_ubatch < 1):
             raise InvalidRequest(f"invalid num_ubatch {self.num_ubatch!r}")
 

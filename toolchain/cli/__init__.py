@@ -21,6 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+from toolchain.cli import run_cmd as _run_cmd  # noqa: E402,F401  (stack run, ps, stop)
+
 
 def _version(value: bool) -> None:
     if value:
@@ -35,6 +37,9 @@ def _root(
     ),
 ) -> None:
     """GitOps for a team's local LLMs."""
+
+
+from toolchain.cli import prompt_cmd as _prompt_cmd  # noqa: E402,F401  (stack prompt)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,5 +64,3 @@ from toolchain.cli.modelfile_cmd import app as _modelfile_app  # noqa: E402
 app.add_typer(_modelfile_app, name="modelfile")  # stack modelfile fmt|check
 
 from toolchain.cli import models_cmd as _models_cmd  # noqa: E402,F401  (serve, create, list, show, cp, rm)
-from toolchain.cli import prompt_cmd as _prompt_cmd  # noqa: E402,F401  (stack prompt)
-from toolchain.cli import run_cmd as _run_cmd  # noqa: E402,F401 - registers run, ps, stop

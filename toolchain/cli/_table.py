@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timezone
 from typing import Sequence
 
@@ -88,10 +89,10 @@ def human_time(when: datetime | str | None, zero: str = "Never", now: datetime |
 
 def parse_time(text: str) -> datetime:
     """An RFC 3339 timestamp as Go writes it (nanoseconds allowed, `Z` or an offset)."""
-    text = text.strip().replace("Z", "+00:00")
-    main, _, rest = text.partition(".")
-    if rest:
-        digits = "".join(c for c in rest if c.isdigit())
-        zone = rest[len(digits):]
-        text = f"{main}.{digits[:6].ljust(6, '0')}{zone}"
-    return datetime.fromisoformat(text)
+    m = re.fullmatch(r"([^.]+?)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?", text.strip())
+    if m is None:
+        raise ValueError(f"invalid time {text!r}")
+    main, frac, zone = m.groups()
+    frac = f".{frac[:6].ljust(6, '0')}" if frac else ""
+    zone = "+00:00" if zone in (None, "Z") else zone
+    return datetime.fromisoformat(main + frac + zone)

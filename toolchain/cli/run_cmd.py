@@ -349,11 +349,9 @@ class Session:
             self.out.write(f"error: {exc.message}\n")
             return
         if what == "info":
-            details = info.get("details") or {}
-            rows = [["architecture", str((info.get("model_info") or {}).get("general.architecture", details.get("family", "")))],
-                    ["parameters", str(details.get("parameter_size", ""))],
-                    ["quantization", str(details.get("quantization_level", ""))]]
-            self.out.write("  Model\n" + "\n".join("    " + line for line in table(rows).splitlines()) + "\n\n")
+            from toolchain.cli.models_cmd import show_info
+
+            self.out.write(show_info(info) + "\n")
         elif what == "license":
             self.out.write((info.get("license") or "No license was specified for this model.") + "\n")
         elif what == "modelfile":
@@ -501,7 +499,6 @@ def run_command(
     keepalive: Optional[str] = typer.Option(None, "--keepalive", help="How long the model stays loaded (e.g. 5m)."),
     verbose: bool = typer.Option(False, "--verbose", help="Show timings for each response."),
     fmt: str = typer.Option("", "--format", help='Response format (e.g. "json").'),
-    host: Optional[str] = typer.Option(None, "--host", envvar="OLLAMA_HOST", help="Server address."),
 ) -> None:
     """Run a model: one answer to PROMPT (or piped stdin), else an interactive chat."""
     if fmt and fmt != "json":
@@ -511,7 +508,7 @@ def run_command(
     if piped:
         data = sys.stdin.read()
         text = f"{data} {text}" if text else data
-    with Client(host) as client:
+    with Client() as client:
         _check_model(client, model)
         if text or piped:
             generate_once(client, model, text, keep_alive=keepalive, fmt=fmt, verbose=verbose,
@@ -529,10 +526,9 @@ def run_command(
 @app.command("ps")
 def ps_command(
     prefix: Optional[str] = typer.Argument(None, help="Only models whose name starts with this."),
-    host: Optional[str] = typer.Option(None, "--host", envvar="OLLAMA_HOST", help="Server address."),
 ) -> None:
     """List running models."""
-    with Client(host) as client:
+    with Client() as client:
         models = client.ps()
     if prefix:
         models = [m for m in models if m.get("name", "").lower().startswith(prefix.lower())]
@@ -542,10 +538,9 @@ def ps_command(
 @app.command("stop")
 def stop_command(
     model: str = typer.Argument(..., help="Model to unload."),
-    host: Optional[str] = typer.Option(None, "--host", envvar="OLLAMA_HOST", help="Server address."),
 ) -> None:
     """Unload a running model."""
-    with Client(host) as client:
+    with Client() as client:
         try:
             client.json("POST", "/api/generate", {"model": model, "keep_alive": 0, "stream": False})
         except APIError as exc:

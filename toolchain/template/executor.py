@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from typing import Any, Optional
 
 from toolchain.template import nodes as n
@@ -17,6 +18,8 @@ from toolchain.template.funcs import BUILTINS, DATE_OFFSETS, date_string, truth
 from toolchain.template.gofmt import GoError, format_value, kind, sorted_keys, type_name
 
 MAX_TEMPLATE_DEPTH = 100
+MAX_STEPS = 2_000_000  # nodes walked per execution: a hostile template must not hang a server
+MAX_TEXT = 16 * 1024 * 1024  # characters of output, and of any one string a function returns
 
 
 class _Missing:
@@ -50,6 +53,8 @@ class Executor:
         self.defines = defines
         self.now = now
         self.out: list[str] = []
+        self.size = 0
+        self.steps = 0
         self.vars: list[list[Any]] = []
         self.depth = 0
 
@@ -84,16 +89,25 @@ class Executor:
 
     # -- statements ---------------------------------------------------------------------------
 
+    def emit(self, text: str, node: Any) -> None:
+        self.size += len(text)
+        if self.size > MAX_TEXT:
+            raise _Fail(f"template output exceeds {MAX_TEXT} characters", node)
+        self.out.append(text)
+
     def walk(self, dot: Any, node: Any) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise _Fail(f"template execution exceeds {MAX_STEPS} steps", node)
         if isinstance(node, n.ListNode):
             for child in node.nodes:
                 self.walk(dot, child)
         elif isinstance(node, n.TextNode):
-            self.out.append(node.text)
+            self.emit(node.text, node)
         elif isinstance(node, n.ActionNode):
             value = self.eval_pipeline(dot, node.pipe)
             if not node.pipe.decl:
-                self.out.append("<no value>" if value is None else format_value(value))
+                self.emit("<no value>" if value is None else format_value(value), node)
         elif isinstance(node, n.RangeNode):
             self.walk_range(dot, node)
         elif isinstance(node, n.BranchNode):  # if / with
@@ -299,13 +313,21 @@ class Executor:
         try:
             if name in DATE_OFFSETS:
                 return date_string(self.now or dt.datetime.now(), DATE_OFFSETS[name])
-            return spec.fn(*values)  # type: ignore[misc]
+            result = spec.fn(*values)  # type: ignore[misc]
         except GoError as exc:
             raise _Fail(f"error calling {name}: {exc}", node) from None
+        if isinstance(result, str) and len(result) > MAX_TEXT:
+            raise _Fail(f"error calling {name}: result exceeds {MAX_TEXT} characters", node)
+        return result
 
 
-def _field_names(obj: Any) -> set[str]:
-    return {f.name for f in dataclasses.fields(obj)}
+def _field_names(obj: Any) -> frozenset[str]:
+    return _class_fields(type(obj))
+
+
+@functools.lru_cache(maxsize=256)
+def _class_fields(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 def _show(node: Any) -> str:

@@ -163,6 +163,7 @@ def format_value(v: Any, plus: bool = False) -> str:
 
 # -- printf ---------------------------------------------------------------------------------------
 
+_MAX_WIDTH = 1_000_000  # Go's fmt refuses larger widths and precisions
 _SPEC = re.compile(r"%([-+# 0]*)(\*|\d+)?(?:\.(\*|\d+)?)?(.)", re.S)
 
 
@@ -279,7 +280,9 @@ def _format_one(verb: str, flags: str, prec: int | None, v: Any) -> str:
             return v.encode().hex() if verb == "x" else v.encode().hex().upper()
         return _bad(verb, v)
     if verb == "c":
-        return chr(v) if k == "int" and 0 <= v <= 0x10FFFF else _bad(verb, v)
+        if k != "int":
+            return _bad(verb, v)
+        return chr(v) if 0 <= v <= 0x10FFFF and not 0xD800 <= v <= 0xDFFF else "\ufffd"
     if verb == "U":
         return f"U+{v:04X}" if k == "int" and v >= 0 else _bad(verb, v)
     if verb in "eEfFgG":
@@ -313,7 +316,7 @@ def sprintf(fmt: str, args: Sequence[Any]) -> str:
             continue
         width = None
         if width_s == "*":
-            if argi < len(args) and kind(args[argi]) == "int":
+            if argi < len(args) and kind(args[argi]) == "int" and abs(args[argi]) <= _MAX_WIDTH:
                 width = args[argi]
                 if width < 0:
                     flags += "-"
@@ -323,17 +326,23 @@ def sprintf(fmt: str, args: Sequence[Any]) -> str:
             argi += 1
         elif width_s:
             width = int(width_s)
+            if width > _MAX_WIDTH:
+                out.append("%!(BADWIDTH)")
+                width = None
         prec = None
         if m.group(0).find(".") >= 0 and prec_s is None:
             prec = 0
         if prec_s == "*":
-            if argi < len(args) and kind(args[argi]) == "int":
+            if argi < len(args) and kind(args[argi]) == "int" and args[argi] <= _MAX_WIDTH:
                 prec = max(0, args[argi])
             else:
                 out.append("%!(BADPREC)")
             argi += 1
         elif prec_s:
             prec = int(prec_s)
+            if prec > _MAX_WIDTH:
+                out.append("%!(BADPREC)")
+                prec = None
         if argi >= len(args):
             out.append(f"%!{verb}(MISSING)")
             continue

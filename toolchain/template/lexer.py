@@ -138,6 +138,7 @@ class _Lexer:
             elif c == "$":
                 self.pos += 1
                 self.word()
+                self.terminated()
                 self.emit("variable", s[begin : self.pos], begin)
             elif c == "." and not (self.pos + 1 < len(s) and s[self.pos + 1].isdigit()):
                 self.pos += 1
@@ -181,7 +182,7 @@ class _Lexer:
         if self.pos >= len(s):
             return
         c = s[self.pos]
-        if c in SPACE_CHARS or c in ".,|:()=" or s.startswith(RIGHT, self.pos):
+        if c in SPACE_CHARS or c in ".,|:()" or s.startswith(RIGHT, self.pos):
             return
         raise self.fail(f"bad character {quote(c)}")
 

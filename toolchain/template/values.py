@@ -92,9 +92,11 @@ class ToolProperty:
 
 
 class TemplateProperties(dict):
-    """A tool's parameter properties: a Go map (sorted when ranged) that prints as JSON."""
+    """A tool's parameter properties: a Go map (sorted when ranged) that prints as JSON.
+    `nil` marks a tool that gave no properties at all (JSON `null`, as in Ollama)."""
 
     __go_type__ = "template.templateProperties"
+    nil = False
 
     def __go_str__(self) -> str:
         return marshal_json(dict(self))
@@ -110,6 +112,9 @@ class TemplateToolFunctionParameters:
 
     __go_type__ = "template.templateToolFunctionParameters"
 
+    def __go_str__(self) -> str:  # see TemplateToolFunction.__go_str__
+        return marshal_json(self)
+
     def __go_json__(self) -> Any:
         out = OrderedMap(type=self.Type)
         if self.Defs is not None:
@@ -118,7 +123,7 @@ class TemplateToolFunctionParameters:
             out["items"] = self.Items
         if self.Required:
             out["required"] = self.Required
-        out["properties"] = dict(self.Properties)
+        out["properties"] = None if self.Properties.nil else dict(self.Properties)
         return out
 
 
@@ -129,6 +134,13 @@ class TemplateToolFunction:
     Parameters: TemplateToolFunctionParameters = field(default_factory=TemplateToolFunctionParameters)
 
     __go_type__ = "template.templateToolFunction"
+
+    def __go_str__(self) -> str:
+        # Deliberate difference from Ollama HEAD: its template copy of the tool function lost
+        # the String method api.ToolFunction has, so `{{ .Function }}` (qwen2.5, llama3-groq...)
+        # prints a Go struct there. We print the JSON those templates expect, as Ollama did
+        # before January 2026 (its server/testdata/tools vectors).
+        return marshal_json(self)
 
     def __go_json__(self) -> Any:
         return OrderedMap(name=self.Name, description=self.Description, parameters=self.Parameters)
@@ -218,7 +230,9 @@ def tool_value(raw: Any) -> TemplateTool:
     raw = _plain(raw) or {}
     fn = _plain(raw.get("function")) or {}
     params = _plain(fn.get("parameters")) or {}
-    props = params.get("properties") or {}
+    props = params.get("properties")
+    properties = TemplateProperties((k, property_value(v)) for k, v in dict(props or {}).items())
+    properties.nil = props is None
     return TemplateTool(
         Type=str(raw.get("type") or ""),
         Items=go_numbers(raw.get("items")),
@@ -230,7 +244,7 @@ def tool_value(raw: Any) -> TemplateTool:
                 Defs=go_numbers(params.get("$defs")),
                 Items=go_numbers(params.get("items")),
                 Required=list(params.get("required") or []),
-                Properties=TemplateProperties((k, property_value(v)) for k, v in dict(props).items()),
+                Properties=properties,
             ),
         ),
     )
