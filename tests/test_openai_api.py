@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
+import signal
 import struct
 import threading
 from pathlib import Path
@@ -21,19 +23,24 @@ import pytest
 from tests.support.server import start_server
 
 TEMPLATE = "{{ range .Messages }}{{ .Role }}: {{ .Content }}\n{{ end }}assistant: "
+TOOLS_TEMPLATE = ("{{ if .Tools }}tools: {{ range .Tools }}{{ . }} {{ end }}\n{{ end }}"
+                  "{{ range .Messages }}{{ .Role }}: {{ if .ToolCalls }}{{ range .ToolCalls }}"
+                  "{{ .Function.Name }}({{ .Function.Arguments }}){{ end }}{{ else }}{{ .Content }}{{ end }}\n"
+                  "{{ end }}assistant: ")
 GREEDY = {"temperature": 0, "seed": 1}
 
 
-def create_tiny(url: str, gguf: Path, name: str = "tiny") -> None:
+def create_tiny(url: str, gguf: Path, name: str = "tiny", template: str = TEMPLATE) -> None:
     client = ollama.Client(host=url)
     digest = client.create_blob(gguf)
-    assert client.create(model=name, files={"tiny.gguf": digest}, template=TEMPLATE).status == "success"
+    assert client.create(model=name, files={"tiny.gguf": digest}, template=template).status == "success"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_gguf):
     with start_server(tmp_path_factory.mktemp("models"), env={"OLLAMA_CONTEXT_LENGTH": "512"}) as srv:
         create_tiny(srv.url, tiny_gguf)
+        create_tiny(srv.url, tiny_gguf, "tiny-tools", TOOLS_TEMPLATE)
         yield srv
 
 
@@ -56,10 +63,11 @@ USER = [{"role": "user", "content": "hello"}]
 
 def test_models_list_and_retrieve(oai, native):
     ids = [m.id for m in oai.models.list()]
-    assert ids == [m.model for m in native.list().models] == ["tiny:latest"]
+    assert ids == [m.model for m in native.list().models] == ["tiny-tools:latest", "tiny:latest"]  # newest first
     model = oai.models.retrieve("tiny")
     assert (model.id, model.object, model.owned_by) == ("tiny", "model", "library")
-    assert abs(model.created - native.list().models[0].modified_at.timestamp()) < 1
+    listed = {m.model: m.modified_at.timestamp() for m in native.list().models}
+    assert abs(model.created - listed["tiny:latest"]) < 1
     assert oai.models.retrieve("library/tiny:latest").id == "library/tiny:latest"
     with pytest.raises(openai.NotFoundError) as info:
         oai.models.retrieve("missing")
@@ -154,6 +162,53 @@ def test_json_schema_response_format_constrains_the_output(oai):
     assert json.loads(resp.choices[0].message.content) in ({"ok": True}, {"ok": False})
 
 
+NOW = {"type": "function", "function": {"name": "now", "description": "The time",
+                                       "parameters": {"type": "object", "properties": {},
+                                                      "additionalProperties": False}}}
+ROLL = {"type": "function", "function": {"name": "roll", "parameters": {
+    "type": "object", "properties": {"sides": {"type": "integer", "enum": [6, 20]}}, "required": ["sides"],
+    "additionalProperties": False}}}
+
+
+@pytest.mark.parametrize("choice,name", [
+    ("required", None),
+    ({"type": "function", "function": {"name": "now"}}, "now"),
+    ({"type": "function", "function": {"name": "roll"}}, "roll"),
+])
+def test_a_forced_tool_choice_answers_with_a_call(oai, choice, name):
+    resp = oai.chat.completions.create(model="tiny-tools", messages=USER, tools=[NOW, ROLL], tool_choice=choice,
+                                       max_tokens=60, **GREEDY)
+    c = resp.choices[0]
+    assert c.finish_reason == "tool_calls" and c.message.content is None
+    (call,) = c.message.tool_calls
+    assert call.type == "function" and call.id.startswith("call_")
+    assert name is None or call.function.name == name
+    args = json.loads(call.function.arguments)
+    assert args == {} if call.function.name == "now" else args in ({"sides": 6}, {"sides": 20})
+    streamed = list(oai.chat.completions.create(model="tiny-tools", messages=USER, tools=[NOW, ROLL],
+                                                tool_choice=choice, max_tokens=60, stream=True, **GREEDY))
+    calls = [tc for ch in streamed for tc in (ch.choices[0].delta.tool_calls or [])]
+    assert [(tc.index, tc.function.name, tc.function.arguments) for tc in calls] == [
+        (0, call.function.name, call.function.arguments)]
+    assert streamed[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_tool_results_go_back_through_the_template(oai):
+    messages = [
+        {"role": "user", "content": "what time is it?"},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "now", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "noon"},
+    ]
+    resp = oai.chat.completions.create(model="tiny-tools", messages=messages, tools=[NOW],
+                                       extra_body={"_debug_render_only": True})
+    prompt = resp.model_extra["_debug_info"]["rendered_template"]
+    assert prompt.startswith("tools: {")
+    assert prompt.endswith("user: what time is it?\nassistant: now({})\ntool: noon\nassistant: ")
+    answer = oai.chat.completions.create(model="tiny-tools", messages=messages, tools=[NOW], max_tokens=3, **GREEDY)
+    assert answer.choices[0].finish_reason in ("length", "stop", "tool_calls")
+
+
 # -- completions -------------------------------------------------------------------------------
 
 
@@ -227,8 +282,7 @@ def test_unknown_model_is_not_found(oai, call):
     ({"messages": []}, "messages", "too short"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/a.png"}}]}]},
      "messages[0].content[0]", "image URLs are not currently supported"),
-    ({"tool_choice": "required", "tools": [{"type": "function", "function": {"name": "f"}}]}, "tool_choice",
-     "not supported"),
+    ({"tool_choice": "required"}, "tool_choice", "needs tools"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}},
      None, "schema"),
     ({"extra_body": {"stream": "yes"}}, "stream", "Invalid type"),
@@ -265,6 +319,37 @@ def test_ollama_client_and_openai_client_share_the_server(oai, native):
     native.generate(model="tiny", prompt="warm", options={"num_predict": 1})
     assert [m.model for m in native.ps().models] == ["tiny:latest"]
     assert oai.chat.completions.create(model="tiny:latest", messages=USER, max_tokens=1).model == "tiny:latest"
+
+
+def runners(server_pid: int) -> list[int]:
+    """PIDs of the runner processes `stack serve` started (its children running server.runner)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == server_pid and b"server.runner" in cmdline:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_a_failure_mid_stream_is_an_error_event_the_sdk_raises(oai, server):
+    stream = oai.chat.completions.create(model="tiny", messages=USER, stream=True, temperature=0)  # endless
+    chunks = iter(stream)
+    assert next(chunks).choices[0].delta.role == "assistant"
+    pids = runners(server.proc.pid)
+    assert pids
+    for pid in pids:  # processes of the server this module started
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(openai.APIError) as info:
+        for _ in range(100000):
+            next(chunks)
+    assert "model runner has unexpectedly stopped" in info.value.message
+    assert info.value.body["type"] == "api_error"
+    # the next request loads a new runner
+    assert oai.chat.completions.create(model="tiny", messages=USER, max_tokens=1).choices[0].finish_reason
 
 
 # -- queue full and CORS (a second server with its own settings) ----------------------------------

@@ -78,10 +78,13 @@ REFUSED_CHAT = [
     ({"response_format": {"type": "yaml"}}, "response_format.type", "Supported values"),
     ({"response_format": {"type": "json_schema"}}, "response_format.json_schema", "schema"),
     ({"reasoning_effort": "huge"}, "reasoning_effort", "invalid reasoning value"),
-    ({"tool_choice": "required", "tools": [{"type": "function", "function": {"name": "f"}}]},
-     "tool_choice", "'required' is not supported"),
-    ({"tool_choice": {"type": "function", "function": {"name": "f"}},
-      "tools": [{"type": "function", "function": {"name": "f"}}]}, "tool_choice", "naming a function"),
+    ({"tool_choice": "required"}, "tool_choice", "needs tools"),
+    ({"tool_choice": "required", "tools": [{"type": "function", "function": {"name": "f"}}],
+      "response_format": {"type": "json_object"}}, "response_format", "cannot be combined"),
+    ({"tool_choice": {"type": "function", "function": {"name": "g"}},
+      "tools": [{"type": "function", "function": {"name": "f"}}]}, "tool_choice.function.name", "not among the tools"),
+    ({"tool_choice": {"type": "custom", "function": {"name": "f"}},
+      "tools": [{"type": "function", "function": {"name": "f"}}]}, "tool_choice.type", "not supported"),
     ({"tool_choice": "sometimes"}, "tool_choice", "Supported values"),
     ({"tools": [{"type": "code_interpreter", "function": {"name": "f"}}]}, "tools[0].type", "not supported"),
 ]
@@ -191,6 +194,40 @@ def test_tools_pass_through_in_the_native_shape_and_tool_choice_none_offers_none
     assert chat(tools=[WEATHER], tool_choice="none").job.tools == []
     bare = chat(tools=[{"type": "function", "function": {"name": "now"}}]).job.tools
     assert bare == [{"type": "function", "function": {"name": "now", "parameters": {"type": "object", "properties": {}}}}]
+
+
+NOW = {"type": "function", "function": {"name": "now", "parameters": {"type": "object", "properties": {}}}}
+WEATHER_CALL = {"type": "object", "properties": {"name": {"type": "string", "enum": ["get_weather"]},
+                                                 "arguments": WEATHER["function"]["parameters"]},
+                "required": ["name", "arguments"]}
+NOW_CALL = {"type": "object", "properties": {"name": {"type": "string", "enum": ["now"]},
+                                             "arguments": {"type": "object", "properties": {}}},
+            "required": ["name", "arguments"]}
+
+
+@pytest.mark.parametrize("tools,choice,fmt", [
+    ([WEATHER], "required", WEATHER_CALL),
+    ([WEATHER, NOW], "required", {"anyOf": [WEATHER_CALL, NOW_CALL]}),
+    ([WEATHER, NOW], {"type": "function", "function": {"name": "now"}}, NOW_CALL),
+    ([WEATHER, NOW], "auto", None),
+])
+def test_a_forced_tool_choice_constrains_the_answer_to_one_call(tools, choice, fmt):
+    plan = chat(tools=tools, tool_choice=choice)
+    assert plan.job.format == fmt
+    assert plan.forced_call is (fmt is not None)
+    assert plan.job.tools == tools  # the model still sees every tool
+
+
+@pytest.mark.parametrize("text,call", [
+    ('{"name": "now", "arguments": {}}', {"function": {"name": "now", "arguments": {}}}),
+    ('{"name": "get_weather", "arguments": {"city": "Paris"}} ',
+     {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}),
+    ('{"name": "get_weather", "arguments": {"city": "Par', None),  # cut short by max_tokens
+    ('{"name": "now"}', None),
+    ("[]", None),
+])
+def test_forced_call_reads_the_constrained_answer(text, call):
+    assert convert.forced_call(text) == call
 
 
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
@@ -374,6 +411,18 @@ def test_chat_completion_messages_and_finish_reasons(events, message, reason):
     assert body["choices"][0]["finish_reason"] == reason
 
 
+def test_a_forced_call_answer_becomes_a_tool_call():
+    events = [("text", '{"name": "now", '), ("text", '"arguments": {}}'), ("done", Final())]
+    body = convert.chat_completion("c", 0, "m", events, forced_call=True, call_id=ids())
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_0", "index": 0, "type": "function", "function": {"name": "now", "arguments": "{}"}}]}
+    assert body["choices"][0]["finish_reason"] == "tool_calls"
+    cut = convert.chat_completion("c", 0, "m", [("text", '{"name": "no'), ("done", Final("length"))],
+                                  forced_call=True, call_id=ids())
+    assert cut["choices"][0]["message"] == {"role": "assistant", "content": '{"name": "no'}
+    assert cut["choices"][0]["finish_reason"] == "length"
+
+
 def test_parallel_tool_calls_false_keeps_the_first_call():
     body = convert.chat_completion("c", 0, "m", [("tool_calls", [CALL, CALL]), ("done", Final())],
                                    parallel_tool_calls=False, call_id=ids())
@@ -412,6 +461,11 @@ STREAM_CASES = [
       ({}, "tool_calls")]),
     ([("thinking", "hmm"), ("text", "4"), ("done", Final())], {},
      [({"role": "assistant", "reasoning": "hmm"}, None), ({"content": "4"}, None), ({}, "stop")]),
+    ([("text", '{"name": "now", '), ("text", '"arguments": {}}'), ("done", Final())], {"forced_call": True},
+     [({"role": "assistant", "tool_calls": [{"id": "call_0", "index": 0, "type": "function", "function": {
+         "name": "now", "arguments": "{}"}}]}, None), ({}, "tool_calls")]),
+    ([("text", '{"name": "no'), ("done", Final("length"))], {"forced_call": True},
+     [({"role": "assistant", "content": '{"name": "no'}, None), ({}, "length")]),
 ]
 
 

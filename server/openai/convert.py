@@ -193,16 +193,7 @@ def chat_messages(messages: list[ChatMessage]) -> list[Message]:
 
 
 def chat_tools(req: ChatCompletionRequest) -> list[dict[str, Any]]:
-    """The tools the model is offered, after `tool_choice`: "auto" (default) offers them all,
-    "none" none; "required" and a named function are refused — the model cannot be forced to
-    call a tool here, and pretending it was would change what the client relies on."""
-    choice = req.tool_choice
-    if choice is not None and not isinstance(choice, str):
-        raise _bad("tool_choice naming a function is not supported; use 'auto' or 'none'", "tool_choice")
-    if choice not in (None, "auto", "none", "required"):
-        raise _bad(f"Invalid value for 'tool_choice': '{choice}'. Supported values: 'none', 'auto'.", "tool_choice")
-    if choice == "required":
-        raise _bad("tool_choice 'required' is not supported; use 'auto' or 'none'", "tool_choice")
+    """The tools the model is offered: all of them, or none with `tool_choice: "none"`."""
     tools = []
     for i, tool in enumerate(req.tools or ()):
         if tool.type != "function":
@@ -212,7 +203,55 @@ def chat_tools(req: ChatCompletionRequest) -> list[dict[str, Any]]:
             function["description"] = tool.function.description
         function["parameters"] = tool.function.parameters or {"type": "object", "properties": {}}
         tools.append({"type": "function", "function": function})
-    return [] if choice == "none" else tools
+    return [] if req.tool_choice == "none" else tools
+
+
+def call_schema(tool: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of one call of `tool`: `{"name": <its name>, "arguments": <its parameters>}`."""
+    function = tool["function"]
+    return {"type": "object",
+            "properties": {"name": {"type": "string", "enum": [function["name"]]},
+                           "arguments": function.get("parameters") or {"type": "object"}},
+            "required": ["name", "arguments"]}
+
+
+def forced_call_format(req: ChatCompletionRequest, tools: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """For `tool_choice` "required" or a named function: the format (grammar) that makes the
+    model's whole answer one call — of the named tool, or of any offered tool. None for "auto"
+    and "none", which leave the choice to the model."""
+    choice = req.tool_choice
+    if choice is None or choice in ("auto", "none"):
+        return None
+    if isinstance(choice, str) and choice != "required":
+        raise _bad(f"Invalid value for 'tool_choice': '{choice}'. Supported values: 'none', 'auto', 'required'.",
+                   "tool_choice")
+    if not tools:
+        raise _bad("tool_choice needs tools to choose from", "tool_choice")
+    if req.response_format is not None and req.response_format.type.strip().lower() != "text":
+        raise _bad("response_format cannot be combined with a tool_choice that forces a call", "response_format")
+    if isinstance(choice, str):  # "required"
+        schemas = [call_schema(t) for t in tools]
+        return schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+    if choice.type != "function":
+        raise _bad(f"tool_choice of type '{choice.type}' is not supported", "tool_choice.type")
+    for tool in tools:
+        if tool["function"]["name"] == choice.function.name:
+            return call_schema(tool)
+    raise _bad(f"tool_choice names '{choice.function.name}', which is not among the tools",
+               "tool_choice.function.name")
+
+
+def forced_call(text: str) -> Optional[dict[str, Any]]:
+    """The call in an answer constrained by `forced_call_format` (native shape), or None when
+    the answer is not one (cut short by max_tokens)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) \
+            or not isinstance(value.get("arguments"), dict):
+        return None
+    return {"function": {"name": value["name"], "arguments": value["arguments"]}}
 
 
 def response_format(req: ChatCompletionRequest) -> Any:
@@ -263,6 +302,7 @@ class ChatPlan:
     stream: bool
     include_usage: bool
     parallel_tool_calls: bool = True
+    forced_call: bool = False  # tool_choice forces a call: the answer is one call's JSON
 
 
 def chat_request(req: ChatCompletionRequest) -> ChatPlan:
@@ -281,15 +321,18 @@ def chat_request(req: ChatCompletionRequest) -> ChatPlan:
     elif req.max_tokens is not None and req.max_tokens != req.max_completion_tokens:
         raise _bad("max_tokens and max_completion_tokens disagree; send one of them", "max_tokens")
     messages = chat_messages(req.messages)
+    tools = chat_tools(req)
+    forced = forced_call_format(req, tools)
     job = TextJob(
-        model=req.model, kind="chat", messages=messages, tools=chat_tools(req),
-        images=[img for m in messages for img in (m.images or ())], format=response_format(req),
+        model=req.model, kind="chat", messages=messages, tools=tools,
+        images=[img for m in messages for img in (m.images or ())],
+        format=forced if forced is not None else response_format(req),
         options=sampling_options(req, max_tokens, param), think=think_value(req.reasoning_effort),
         debug_render_only=req.debug_render_only,
     )
     return ChatPlan(job=job, stream=bool(req.stream) and not req.debug_render_only,
                     include_usage=bool(req.stream and req.stream_options and req.stream_options.include_usage),
-                    parallel_tool_calls=req.parallel_tool_calls is not False)
+                    parallel_tool_calls=req.parallel_tool_calls is not False, forced_call=forced is not None)
 
 
 # -- completion requests -----------------------------------------------------------------------
@@ -439,11 +482,20 @@ def _collect(events: Iterable[tuple[str, Any]]) -> _Collected:
     return c
 
 
+def _as_forced_call(c: _Collected) -> None:
+    if not c.calls:
+        call = forced_call("".join(c.text))
+        if call is not None:
+            c.calls, c.text = [call], []
+
+
 def chat_completion(id: str, created: int, model: str, events: Iterable[tuple[str, Any]], *,
-                    parallel_tool_calls: bool = True,
+                    parallel_tool_calls: bool = True, forced_call: bool = False,
                     call_id: Callable[[], str] = lambda: new_id("call_")) -> dict[str, Any]:
     """The `chat.completion` object for a whole (non-streamed) generation."""
     c = _collect(events)
+    if forced_call:
+        _as_forced_call(c)
     calls = tool_calls(c.calls, call_id=call_id)
     if not parallel_tool_calls:
         calls = calls[:1]
@@ -473,8 +525,11 @@ class ChatStream:
     """
 
     def __init__(self, id: str, created: int, model: str, *, include_usage: bool = False,
-                 parallel_tool_calls: bool = True, call_id: Callable[[], str] = lambda: new_id("call_")) -> None:
+                 parallel_tool_calls: bool = True, forced_call: bool = False,
+                 call_id: Callable[[], str] = lambda: new_id("call_")) -> None:
         self.id, self.created, self.model = id, created, model
+        self.forced_call = forced_call
+        self.held: list[str] = []  # a forced call's JSON, turned into a call at the end
         self.include_usage = include_usage
         self.parallel_tool_calls = parallel_tool_calls
         self.call_id = call_id
@@ -492,6 +547,14 @@ class ChatStream:
         return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
 
     def feed(self, kind: str, value: Any) -> list[dict[str, Any]]:
+        if kind == "text" and self.forced_call and not self.calls_sent:
+            self.held.append(value)
+            return []
+        if kind == "done" and self.held:
+            text, self.held = "".join(self.held), []
+            call = forced_call(text)
+            first = self.feed("tool_calls", [call]) if call is not None else [self._delta({"content": text})]
+            return first + self.feed(kind, value)
         if kind == "text":
             return [self._delta({"content": value})] if value or not self.started else []
         if kind == "thinking":

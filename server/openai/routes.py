@@ -116,14 +116,15 @@ async def chat_completions(request: Request) -> Response:
     id, created = convert.new_id("chatcmpl-"), int(time.time())
     if plan.stream:
         stream = convert.ChatStream(id, created, req.model, include_usage=plan.include_usage,
-                                    parallel_tool_calls=plan.parallel_tool_calls)
+                                    parallel_tool_calls=plan.parallel_tool_calls, forced_call=plan.forced_call)
         return await sse_response(events, stream.feed)
     try:
         collected = await collect(events)
     except Exception as exc:  # noqa: BLE001 - mapped to OpenAI's error shape
         return error_response(from_exception(exc))
     return json_response(convert.chat_completion(id, created, req.model, collected,
-                                                 parallel_tool_calls=plan.parallel_tool_calls))
+                                                 parallel_tool_calls=plan.parallel_tool_calls,
+                                                 forced_call=plan.forced_call))
 
 
 @router.post("/v1/completions")
