@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -68,9 +69,11 @@ class RunnerTarget:
         ttft = None
         opts = SamplingOptions(temperature=0, repeat_penalty=1.0, num_predict=num_predict)
         stream = await self.runner.completion(CompletionRequest(prompt=prompt, options=opts))
+        self.last_text = []
         async for chunk in stream:
             if chunk.text and ttft is None:
                 ttft = time.perf_counter() - t0
+            self.last_text.append(chunk.text)
             if chunk.done:
                 return ttft or (time.perf_counter() - t0), chunk.stats.eval_count
         raise RuntimeError("no final chunk")
@@ -118,6 +121,7 @@ class LlamaServerTarget:
         t0 = time.perf_counter()
         ttft = None
         n = 0
+        self.last_text = []
         async with self.client.stream("POST", "/completion", json=body) as r:
             async for line in r.aiter_lines():
                 if not line.startswith("data: "):
@@ -125,6 +129,7 @@ class LlamaServerTarget:
                 ev = json.loads(line[6:])
                 if ev.get("content") and ttft is None:
                     ttft = time.perf_counter() - t0
+                self.last_text.append(ev.get("content") or "")
                 if ev.get("stop"):
                     n = ev.get("tokens_predicted") or ev.get("timings", {}).get("predicted_n", 0)
         return ttft or (time.perf_counter() - t0), n
@@ -157,6 +162,7 @@ class OllamaTarget:
         t0 = time.perf_counter()
         ttft = None
         n = 0
+        self.last_text = []
         async with self.client.stream("POST", "/api/generate", json=body) as r:
             r.raise_for_status()
             async for line in r.aiter_lines():
@@ -165,6 +171,7 @@ class OllamaTarget:
                 ev = json.loads(line)
                 if ev.get("response") and ttft is None:
                     ttft = time.perf_counter() - t0
+                self.last_text.append(ev.get("response") or "")
                 if ev.get("done"):
                     n = ev.get("eval_count", 0)
         return ttft or (time.perf_counter() - t0), n
@@ -273,6 +280,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="append every measurement to this JSONL file")
     a = ap.parse_args()
+
+    def on_term(*_):  # run the targets' stop() (llama-server is a separate process) on kill
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     rows = asyncio.run(main_async(a))
     print()
     print(summarize(rows))

@@ -77,6 +77,9 @@ def parse_load_timeout(raw: str) -> float | None:
         except DurationError:
             return 300.0
     return seconds if seconds > 0 else None
+def parse_bool_default_true(raw: str) -> bool:
+    """Like `parse_bool`, but unset means on."""
+    return parse_bool(raw) if raw else True
 
 
 def setting(env: str, parse: Callable[[str], Any], help: str) -> Any:
@@ -102,6 +105,11 @@ class Config:
                                          "How long to allow model loads to stall before giving up (default \"5m\")")
     context_length: int = setting("OLLAMA_CONTEXT_LENGTH", parse_uint(0),
                                   "Context length to use unless otherwise specified (default 0 = 4096)")
+    registry_push: bool = setting(
+        "CORRAL_REGISTRY_PUSH",
+        parse_bool_default_true,
+        "Accept pushes to this server's /v2/ registry (default on; 0/false answers 403 to every upload)",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Config":

@@ -28,6 +28,10 @@ from server.streaming import RequestError
 MAX_NUM_CTX = 1 << 20
 MAX_NUM_PREDICT = 1 << 24
 
+# Ollama's answer (llama-server runner) when truncation is disabled and the prompt does not fit.
+PROMPT_TOO_LONG = ("the prompt is longer than the context length currently available to the model; shorten the "
+                   "prompt, adjust the context length in settings, or use a model with a longer context length")
+
 
 @dataclass
 class Final:
@@ -150,6 +154,8 @@ class Engine:
         if job.kind == "generate" and job.raw and (job.template or job.system or job.context):
             raise RequestError("raw mode does not support template, system, or context", 400)
         caps = model_source.capabilities(model)
+        if "completion" not in caps:
+            raise RequestError(f'"{job.model}" does not support {job.kind}', 400)
         if job.suffix and "insert" not in caps:
             raise RequestError(f"{model.full} does not support insert", 400)
         if job.tools and "tools" not in caps:
@@ -164,7 +170,7 @@ class Engine:
         try:
             load_ns = now_ns() - started
             if job.is_empty:
-                yield ("done", Final(done_reason="load", total_duration=now_ns() - started, load_duration=load_ns))
+                yield ("done", Final(done_reason="load"))  # Ollama answers a load without metrics
                 return
             runner = lease.runner
             prompt = await model_source.render(job, model, runner, lease.num_ctx)
@@ -172,24 +178,29 @@ class Engine:
                 yield ("debug", {"rendered_template": prompt, "image_count": len(job.images)})
                 return
             request = model_source.completion_request(prompt, options, job.format, getattr(runner, "info", None))
+            if not job.truncate and isinstance(prompt, str):
+                n = len(await runner.tokenize(prompt, request.add_special, True))
+                if n > lease.num_ctx:
+                    raise RequestError(PROMPT_TOO_LONG, 400)
             final_chunk = None
-            buffer_for_tools = bool(job.tools)
-            pieces: list[str] = []
+            tools = model_source.tool_parser(model, job.tools) if job.tools else None
             stream = None
             try:
                 stream = await runner.completion(request)
                 async for chunk in stream:
+                    text = chunk.text
+                    if tools is not None and text:
+                        text, calls = tools.feed(text)
+                        if calls:
+                            if text:
+                                yield ("text", text)
+                                text = ""
+                            yield ("tool_calls", calls)
+                    if text:
+                        yield ("text", text)
                     if chunk.done:
                         final_chunk = chunk
-                        if chunk.text and buffer_for_tools:
-                            pieces.append(chunk.text)
-                        elif chunk.text:
-                            yield ("text", chunk.text)
                         break
-                    if buffer_for_tools:
-                        pieces.append(chunk.text)
-                    else:
-                        yield ("text", chunk.text)
             except model_source.RUNNER_FAILURES as exc:
                 lease.runner_failed()
                 raise RequestError(f"model runner has unexpectedly stopped: {exc}", 500) from exc
@@ -198,12 +209,10 @@ class Engine:
             finally:
                 if stream is not None:
                     await stream.aclose()
-            if buffer_for_tools:
-                content, calls = model_source.parse_tool_calls("".join(pieces), job.tools, model)
-                if content:
-                    yield ("text", content)
-                if calls:
-                    yield ("tool_calls", calls)
+            if tools is not None:
+                rest = tools.finish()
+                if rest:
+                    yield ("text", rest)
             yield ("done", _final(final_chunk, started, load_ns, job))
         finally:
             lease.release()

@@ -8,9 +8,6 @@ prompts rendered and runners started.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import functools
-import json
 import os
 from typing import Any, Optional
 
@@ -216,46 +213,23 @@ async def render(job: TextJob, model: ResolvedModel, runner: Any, num_ctx: int) 
 
 async def _jinja_prompt(source: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], runner: Any,
                         count: Any, truncate: bool, num_ctx: int) -> str:
-    """Render a GGUF `tokenizer.chat_template` (Jinja, as llama.cpp and transformers do), dropping
-    the oldest non-system messages until it fits (the latest message is always kept)."""
+    """Render a GGUF `tokenizer.chat_template` (server.chat_template), dropping the oldest
+    non-system messages until it fits (the latest message is always kept)."""
+    from server.chat_template import render_jinja_chat_template
+
     info = getattr(runner, "info", None)
-    template = _jinja_template(source)
-    variables = {"tools": tools or None, "add_generation_prompt": True,
-                 "bos_token": getattr(info, "bos_text", "") or "", "eos_token": getattr(info, "eos_text", "") or ""}
+    bos, eos = getattr(info, "bos_text", "") or "", getattr(info, "eos_text", "") or ""
 
     def build() -> str:
         msgs = [dict(m) for m in messages]
         while True:
-            text = template.render(messages=msgs, **variables)
+            text = render_jinja_chat_template(source, msgs, True, bos, eos, tools or None)
             droppable = [i for i, m in enumerate(msgs[:-1]) if m.get("role") != "system"]
             if not truncate or not droppable or count(text) <= num_ctx:
                 return text
             del msgs[droppable[0]]
 
-    try:
-        return await asyncio.to_thread(build)
-    except Exception as exc:  # noqa: BLE001 - template errors (raise_exception included) are the request's
-        raise RequestError(f"template error: {exc}", 400) from None
-
-
-@functools.lru_cache(maxsize=16)
-def _jinja_template(source: str) -> Any:
-    import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> None:
-        raise jinja2.TemplateError(message)
-
-    def strftime_now(fmt: str) -> str:
-        return datetime.datetime.now().strftime(fmt)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
-    env.filters["tojson"] = lambda value, indent=None: json.dumps(value, indent=indent, ensure_ascii=False)
-    try:
-        return env.from_string(source)
-    except jinja2.TemplateError as exc:
-        raise RequestError(f"template error: {exc}", 400) from None
+    return await asyncio.to_thread(build)
 
 
 def _token_counter(runner: Any, num_ctx: int) -> Any:
@@ -273,5 +247,9 @@ def _token_counter(runner: Any, num_ctx: int) -> Any:
     return count
 
 
-def parse_tool_calls(text: str, tools: list[dict[str, Any]], model: ResolvedModel) -> tuple[str, list[dict[str, Any]]]:
-    return text, []
+def tool_parser(model: ResolvedModel, tools: list[dict[str, Any]]) -> Any:
+    """A streaming tool-call parser for one response (toolchain.toolcalls, Ollama's rules: the
+    tag comes from the model's TEMPLATE, else any JSON object naming a tool is a call)."""
+    from toolchain.toolcalls import ToolCallParser
+
+    return ToolCallParser(model.template, tools)

@@ -12,8 +12,9 @@ its `finally` blocks, which is how a generation is stopped on disconnect.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional
 
 import orjson
 from starlette.responses import Response, StreamingResponse
@@ -51,13 +52,25 @@ def _as_error(exc: BaseException) -> RequestError:
     return RequestError(str(exc) or exc.__class__.__name__, 500)
 
 
-async def ndjson_response(chunks: AsyncIterator[dict[str, Any]]) -> Response:
-    """Stream `chunks` as NDJSON, with Ollama's error framing before and after the first byte."""
+async def ndjson_response(
+    chunks: AsyncIterator[dict[str, Any]], receive: Optional[Callable[[], Awaitable[dict[str, Any]]]] = None
+) -> Response:
+    """Stream `chunks` as NDJSON, with Ollama's error framing before and after the first byte.
+
+    With `receive` (the request's ASGI receive, its body already read), a client that goes away
+    before the first chunk (queued for a slot, or waiting for a load) is dropped at once (499).
+    """
     try:
-        first = await chunks.__anext__()
+        if receive is None:
+            first = await chunks.__anext__()
+        else:
+            first = await _unless_disconnected(chunks.__anext__(), receive)
     except StopAsyncIteration:
         await _close(chunks)
         return Response(b"", media_type=NDJSON)
+    except ClientGone:
+        await _close(chunks)
+        return error_response("request canceled", 499)
     except Exception as exc:  # noqa: BLE001 - becomes the HTTP answer
         await _close(chunks)
         err = _as_error(exc)
@@ -78,13 +91,28 @@ async def ndjson_response(chunks: AsyncIterator[dict[str, Any]]) -> Response:
 
 
 async def aggregate_response(
-    chunks: AsyncIterator[dict[str, Any]], merge: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    chunks: AsyncIterator[dict[str, Any]],
+    merge: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    receive: Optional[Callable[[], Awaitable[dict[str, Any]]]] = None,
 ) -> Response:
-    """`stream: false`: drain the producer and answer one JSON object built by `merge`."""
+    """`stream: false`: drain the producer and answer one JSON object built by `merge`.
+
+    With `receive` (the request's ASGI receive, its body already read), a client that goes away
+    stops the producer at once, as a streaming response would (499 `request canceled`).
+    """
     collected: list[dict[str, Any]] = []
-    try:
+
+    async def drain() -> None:
         async for chunk in chunks:
             collected.append(chunk)
+
+    try:
+        if receive is None:
+            await drain()
+        else:
+            await _unless_disconnected(drain(), receive)
+    except ClientGone:
+        return error_response("request canceled", 499)
     except Exception as exc:  # noqa: BLE001 - becomes the HTTP answer
         err = _as_error(exc)
         return error_response(err.message, err.status)
@@ -93,6 +121,33 @@ async def aggregate_response(
     if not collected:
         return error_response("no response", 500)
     return json_response(merge(collected))
+
+
+class ClientGone(Exception):
+    """The client disconnected before the answer was ready."""
+
+
+async def _unless_disconnected(work: Awaitable[Any], receive: Callable[[], Awaitable[dict[str, Any]]]) -> Any:
+    async def watch() -> None:
+        while True:
+            message = await receive()
+            if message.get("type") == "http.disconnect":
+                return
+
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(watch())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except BaseException:  # noqa: BLE001 - the work was abandoned on purpose
+        pass
+    raise ClientGone()
 
 
 def merge_generate(chunks: list[dict[str, Any]]) -> dict[str, Any]:

@@ -116,3 +116,43 @@ def test_chat_generates_with_a_template_and_generate_returns_context(client):
 def test_template_errors_are_400(client):
     resp = client.post("/api/generate", json={"model": "go", "prompt": "x", "template": "{{ .Prompt "})
     assert resp.status_code == 400 and resp.json()["error"].startswith("template error:")
+
+
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "weather in a city",
+                                             "parameters": {"type": "object",
+                                                            "properties": {"city": {"type": "string"}}}}}]
+# A grammar that makes even the random tiny model answer with exactly one tool call.
+CALL_SCHEMA = {"type": "object", "properties": {
+    "name": {"enum": ["get_weather"]},
+    "arguments": {"type": "object", "properties": {"city": {"enum": ["Paris"]}}, "required": ["city"]}},
+    "required": ["name", "arguments"]}
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_tool_calls_are_parsed_from_the_output(client, stream):
+    body = {"model": "tools", "messages": [{"role": "user", "content": "weather in Paris?"}], "tools": WEATHER,
+            "format": CALL_SCHEMA, "stream": stream, "options": {"num_predict": 60, "temperature": 0}}
+    resp = client.post("/api/chat", json=body)
+    assert resp.status_code == 200, resp.text
+    if stream:
+        chunks = [orjson.loads(line) for line in resp.content.splitlines() if line.strip()]
+        calls = [tc for c in chunks for tc in c["message"].get("tool_calls", [])]
+        content = "".join(c["message"]["content"] for c in chunks)
+        assert chunks[-1]["done"] is True
+    else:
+        message = resp.json()["message"]
+        calls, content = message.get("tool_calls", []), message["content"]
+    assert len(calls) == 1 and content.strip() == ""
+    call = calls[0]
+    assert call["function"]["name"] == "get_weather" and call["function"]["arguments"] == {"city": "Paris"}
+    assert call["function"]["index"] == 0 and call["id"].startswith("call_")
+
+
+def test_max_loaded_models_evicts_the_least_recently_used(client):
+    # this module's server runs with OLLAMA_MAX_LOADED_MODELS=1; runners are keyed by model file
+    # (as Ollama's), so two names of one GGUF share one runner: "plain" and "jinja" do not
+    # (ps names a shared runner after the model that loaded it, as Ollama does)
+    for model in ("plain", "jinja", "plain"):
+        client.post("/api/generate", json={"model": model, "stream": False})
+        names = [m["name"] for m in client.get("/api/ps").json()["models"]]
+        assert len(names) == 1 and (names == ["jinja:latest"]) == (model == "jinja")

@@ -81,6 +81,8 @@ def test_model_info(tiny_gguf):
         finally:
             await r.close()
         assert not r.alive
+        with pytest.raises(ProcessLookupError):  # the process is gone (and reaped): memory is back
+            os.kill(r.pid, 0)
 
     run(scenario())
 
@@ -211,6 +213,10 @@ def test_num_predict_and_context_limits(tiny_gguf):
             # every cell holds a token, and the last sampled one is returned too
             assert final.stats.prompt_eval_count + final.stats.eval_count == 65
             assert len(final.context) == 65
+            # 0: the prompt is evaluated (and cached), nothing is generated
+            text, final = await generate_letters(r, "hello", num_predict=0)
+            assert text == "" and final.done_reason == "length" and final.stats.eval_count == 0
+            assert final.stats.prompt_eval_count > 0
             # -1 with a context shift: generation continues past the context size
             _, final = await generate_letters(r, "hello", num_predict=150)
             assert final.done_reason == "length" and final.stats.eval_count == 150

@@ -32,10 +32,17 @@ R = TypeVar("R", bound=BaseModel)
 _FOREVER_SECONDS = (2**63 - 1) / 1e9
 
 
+_second: list[Any] = [-1, ""]  # the last whole second formatted (created_at is called per token)
+
+
 def created_at() -> str:
     """Go's RFC 3339 with nanoseconds, trailing zeros trimmed, UTC ("...T19:22:45.499127Z")."""
-    ns = time.time_ns()
-    return _rfc3339(ns // 1_000_000_000, ns % 1_000_000_000)
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    if seconds != _second[0]:
+        _second[0], _second[1] = seconds, datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    if nanos:
+        return f"{_second[1]}.{nanos:09d}".rstrip("0") + "Z"
+    return _second[1] + "Z"
 
 
 def _rfc3339(seconds: int, nanos: int) -> str:
@@ -146,8 +153,8 @@ async def generate(request: Request) -> Response:
     job = TextJob.from_generate(req)
     chunks = _generate_chunks(req.model, engine(request).generate(job, started))
     if req.stream is False or job.debug_render_only:
-        return await aggregate_response(chunks, _last if job.debug_render_only else merge_generate)
-    return await ndjson_response(chunks)
+        return await aggregate_response(chunks, _last if job.debug_render_only else merge_generate, request.receive)
+    return await ndjson_response(chunks, request.receive)
 
 
 @router.post("/api/chat")
@@ -162,8 +169,8 @@ async def chat(request: Request) -> Response:
     job = TextJob.from_chat(req)
     chunks = _chat_chunks(req.model, engine(request).generate(job, started))
     if req.stream is False or job.debug_render_only:
-        return await aggregate_response(chunks, _last if job.debug_render_only else merge_chat)
-    return await ndjson_response(chunks)
+        return await aggregate_response(chunks, _last if job.debug_render_only else merge_chat, request.receive)
+    return await ndjson_response(chunks, request.receive)
 
 
 # -- embeddings --------------------------------------------------------------------------------

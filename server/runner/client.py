@@ -321,6 +321,8 @@ class Runner:
                 call(self._dispatch, msg)
         except (EOFError, OSError, ValueError):
             pass
+        except RuntimeError:  # the event loop was closed under a live runner
+            self._proc.kill()
         code = self._proc.wait()
         try:
             call(self._on_exit, code)

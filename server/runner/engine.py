@@ -23,7 +23,7 @@ import llama_cpp as L
 import numpy as np
 
 from server.runner.errors import InputTooLong, InvalidRequest, LoadError
-from server.runner.sampling import build_chain, format_grammar
+from server.runner.sampling import ConstrainedSampler, build_chain, build_grammar, format_grammar
 from server.runner.text import TextStream
 from server.runner.types import CompletionRequest, LoadSpec, ModelInfo, SamplingOptions
 
@@ -81,14 +81,17 @@ class Active:
     __slots__ = (
         "rid", "prompt", "opts", "chain", "stream", "slot", "n_done", "pending",
         "generated", "t_prompt", "t_gen", "t_last", "prompt_eval_count", "cached",
-        "truncated", "limit",
+        "truncated", "limit", "grammar",
     )
 
-    def __init__(self, rid: int, prompt: list[int], opts: SamplingOptions, chain: Any, truncated: bool):
+    def __init__(
+        self, rid: int, prompt: list[int], opts: SamplingOptions, chain: Any, grammar: Any, truncated: bool
+    ):
         self.rid = rid
         self.prompt = prompt
         self.opts = opts
         self.chain = chain
+        self.grammar = grammar  # separate grammar sampler or None
         self.stream = TextStream(opts.stop)
         self.slot: Slot | None = None
         self.n_done = 0  # prompt tokens in the KV cache
@@ -187,6 +190,7 @@ class Engine:
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
         self._use = 0
+        self._csampler: ConstrainedSampler | None = None
         self._embed_ctx = self.ctx if spec.embedding else None
         self.add_bos = bool(L.llama_vocab_get_add_bos(self.vocab))
         self.info = self._info()
@@ -307,6 +311,9 @@ class Engine:
         grammar = req.grammar or format_grammar(req.format)
         if isinstance(req.prompt, str):
             prompt = self.tokenize(req.prompt, add_special=req.add_special, parse_special=True)
+            bos = L.llama_vocab_bos(self.vocab)
+            if len(prompt) > 1 and prompt[0] == prompt[1] == bos:
+                del prompt[0]  # the template wrote BOS itself (e.g. "{{ bos_token }}"): keep one
         else:
             prompt = list(req.prompt)
             for t in prompt:
@@ -321,8 +328,9 @@ class Engine:
         if len(prompt) >= self.n_ctx_slot:
             prompt = self._truncate(prompt, opts.num_keep)
             truncated = True
-        chain = build_chain(self.vocab, self.n_vocab, opts, grammar, prompt)
-        return Active(rid, prompt, opts, chain, truncated)
+        gsampler = build_grammar(self.vocab, grammar) if grammar else None
+        chain = build_chain(self.vocab, self.n_vocab, opts, prompt)
+        return Active(rid, prompt, opts, chain, gsampler, truncated)
 
     def _truncate(self, prompt: list[int], num_keep: int) -> list[int]:
         """Ollama/llama-server rule: keep the first num_keep tokens, drop whole blocks of half the
@@ -368,7 +376,7 @@ class Engine:
         for a in list(self.waiting):
             if a.rid == rid:
                 self.waiting.remove(a)
-                L.llama_sampler_free(a.chain)
+                self._free_samplers(a)
                 return
         for s in self.slots:
             if s.active is not None and s.active.rid == rid:
@@ -381,9 +389,16 @@ class Engine:
             s.active = None
         if a in self.prefill_order:
             self.prefill_order.remove(a)
+        self._free_samplers(a)
+
+    @staticmethod
+    def _free_samplers(a: Active) -> None:
         if a.chain:
             L.llama_sampler_free(a.chain)
             a.chain = None
+        if a.grammar:
+            L.llama_sampler_free(a.grammar)
+            a.grammar = None
 
     def _place_waiting(self) -> None:
         while self.waiting:
@@ -503,7 +518,13 @@ class Engine:
             if a.n_done == len(a.prompt) and a in self.prefill_order:
                 self.prefill_order.remove(a)
                 a.t_gen = t1
-            tok = sample(a.chain, self.ctx, i)
+            if a.limit == 0:  # num_predict 0: evaluate the prompt (cache it), generate nothing
+                events.append(self._finish(a, "length"))
+                continue
+            if a.grammar is None:
+                tok = sample(a.chain, self.ctx, i)
+            else:
+                tok = self._constrained().sample(a.chain, a.grammar, self.ctx, i)
             a.t_last = t1
             if is_eog(self.vocab, tok):
                 events.append(self._finish(a, "stop"))
@@ -524,6 +545,11 @@ class Engine:
                 if text:
                     events.append((a.rid, text, None))
         return events
+
+    def _constrained(self) -> ConstrainedSampler:
+        if self._csampler is None:
+            self._csampler = ConstrainedSampler(self.n_vocab)
+        return self._csampler
 
     def _stats(self, a: Active) -> dict:
         t_gen = a.t_gen or a.t_last
