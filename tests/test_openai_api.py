@@ -25,8 +25,8 @@ from tests.support.server import start_server
 TEMPLATE = "{{ range .Messages }}{{ .Role }}: {{ .Content }}\n{{ end }}assistant: "
 TOOLS_TEMPLATE = ("{{ if .Tools }}tools: {{ range .Tools }}{{ . }} {{ end }}\n{{ end }}"
                   "{{ range .Messages }}{{ .Role }}: {{ if .ToolCalls }}{{ range .ToolCalls }}"
-                  "{{ .Function.Name }}({{ .Function.Arguments }}){{ end }}{{ else }}{{ .Content }}{{ end }}\n"
-                  "{{ end }}assistant: ")
+                  '{"name": "{{ .Function.Name }}", "arguments": {{ .Function.Arguments }}}{{ end }}'
+                  "{{ else }}{{ .Content }}{{ end }}\n{{ end }}assistant: ")
 GREEDY = {"temperature": 0, "seed": 1}
 
 
@@ -193,6 +193,26 @@ def test_a_forced_tool_choice_answers_with_a_call(oai, choice, name):
     assert streamed[-1].choices[0].finish_reason == "tool_calls"
 
 
+def test_with_tool_choice_auto_a_call_in_the_answer_is_parsed(oai):
+    # the model's answer is held to a call's JSON by response_format, so the tool-call parser
+    # (Ollama's rules: this template's calls start with "{") has a call to find
+    fmt = {"type": "json_schema", "json_schema": {"name": "call", "schema": {
+        "type": "object", "properties": {"name": {"type": "string", "enum": ["roll"]},
+                                         "arguments": ROLL["function"]["parameters"]},
+        "required": ["name", "arguments"], "additionalProperties": False}}}
+    resp = oai.chat.completions.create(model="tiny-tools", messages=USER, tools=[NOW, ROLL], response_format=fmt,
+                                       max_tokens=60, **GREEDY)
+    c = resp.choices[0]
+    assert c.finish_reason == "tool_calls" and [t.function.name for t in c.message.tool_calls] == ["roll"]
+    assert json.loads(c.message.tool_calls[0].function.arguments) in ({"sides": 6}, {"sides": 20})
+    assert not c.message.content
+    streamed = list(oai.chat.completions.create(model="tiny-tools", messages=USER, tools=[NOW, ROLL],
+                                                response_format=fmt, max_tokens=60, stream=True, **GREEDY))
+    calls = [tc for ch in streamed if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+    assert [(tc.index, tc.function.name) for tc in calls] == [(0, "roll")]
+    assert streamed[-1].choices[0].finish_reason == "tool_calls"
+
+
 def test_tool_results_go_back_through_the_template(oai):
     messages = [
         {"role": "user", "content": "what time is it?"},
@@ -204,7 +224,7 @@ def test_tool_results_go_back_through_the_template(oai):
                                        extra_body={"_debug_render_only": True})
     prompt = resp.model_extra["_debug_info"]["rendered_template"]
     assert prompt.startswith("tools: {")
-    assert prompt.endswith("user: what time is it?\nassistant: now({})\ntool: noon\nassistant: ")
+    assert prompt.endswith('user: what time is it?\nassistant: {"name": "now", "arguments": {}}\ntool: noon\nassistant: ')
     answer = oai.chat.completions.create(model="tiny-tools", messages=messages, tools=[NOW], max_tokens=3, **GREEDY)
     assert answer.choices[0].finish_reason in ("length", "stop", "tool_calls")
 

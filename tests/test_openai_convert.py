@@ -42,6 +42,8 @@ OPTION_CASES = [
     ({"stop": "\n"}, {"stop": ["\n"]}),
     ({"stop": ["a", "b"]}, {"stop": ["a", "b"]}),
     ({"stop": []}, {}),
+    ({"stop": ""}, {}),
+    ({"stop": ["", "x"]}, {"stop": ["x"]}),
     ({"presence_penalty": 0.5, "frequency_penalty": -1}, {"presence_penalty": 0.5, "frequency_penalty": -1}),
     ({"n": 1}, {}),
 ]
@@ -421,6 +423,9 @@ def test_a_forced_call_answer_becomes_a_tool_call():
                                   forced_call=True, call_id=ids())
     assert cut["choices"][0]["message"] == {"role": "assistant", "content": '{"name": "no'}
     assert cut["choices"][0]["finish_reason"] == "length"
+    parsed = convert.chat_completion("c", 0, "m", [("text", " "), ("tool_calls", [CALL]), ("done", Final())],
+                                     forced_call=True, call_id=ids())
+    assert parsed["choices"][0]["message"]["content"] is None
 
 
 def test_parallel_tool_calls_false_keeps_the_first_call():
@@ -466,6 +471,10 @@ STREAM_CASES = [
          "name": "now", "arguments": "{}"}}]}, None), ({}, "tool_calls")]),
     ([("text", '{"name": "no'), ("done", Final("length"))], {"forced_call": True},
      [({"role": "assistant", "content": '{"name": "no'}, None), ({}, "length")]),
+    # the engine's parser found the call itself; the grammar's whitespace around it is dropped
+    ([("text", " "), ("tool_calls", [CALL]), ("text", "\n"), ("done", Final())], {"forced_call": True},
+     [({"role": "assistant", "tool_calls": [{"id": "call_0", "index": 0, "type": "function", "function": {
+         "name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}, None), ({}, "tool_calls")]),
 ]
 
 

@@ -55,11 +55,11 @@ def stop_sequences(stop: Any) -> Optional[list[str]]:
     if stop is None:
         return None
     if isinstance(stop, str):
-        return [stop]
+        return [stop] if stop else []
     for item in stop:
         if not isinstance(item, str):
             raise _bad(f"invalid type for 'stop' field: {type(item).__name__}", "stop")
-    return list(stop)
+    return [item for item in stop if item]  # an empty sequence would end every answer at once
 
 
 def sampling_options(req: Any, max_tokens: Optional[int], max_param: str = "max_tokens") -> dict[str, Any]:
@@ -487,6 +487,8 @@ def _as_forced_call(c: _Collected) -> None:
         call = forced_call("".join(c.text))
         if call is not None:
             c.calls, c.text = [call], []
+    elif not "".join(c.text).strip():
+        c.text = []  # the grammar's whitespace around a call the engine already parsed
 
 
 def chat_completion(id: str, created: int, model: str, events: Iterable[tuple[str, Any]], *,
@@ -547,13 +549,16 @@ class ChatStream:
         return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
 
     def feed(self, kind: str, value: Any) -> list[dict[str, Any]]:
-        if kind == "text" and self.forced_call and not self.calls_sent:
+        if kind == "text" and self.forced_call:
             self.held.append(value)
             return []
         if kind == "done" and self.held:
             text, self.held = "".join(self.held), []
-            call = forced_call(text)
-            first = self.feed("tool_calls", [call]) if call is not None else [self._delta({"content": text})]
+            call = None if self.calls_sent else forced_call(text)
+            if call is not None:
+                first = self.feed("tool_calls", [call])
+            else:  # cut short, or the grammar's whitespace around a call the engine parsed
+                first = [self._delta({"content": text})] if text.strip() else []
             return first + self.feed(kind, value)
         if kind == "text":
             return [self._delta({"content": value})] if value or not self.started else []
