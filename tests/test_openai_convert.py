@@ -250,6 +250,7 @@ def test_response_format_becomes_the_native_format(fmt, expected):
                                           ("medium", "medium"), ("high", "high"), ("xhigh", "max"), ("ultra", "max")])
 def test_reasoning_effort_maps_to_think(effort, think):
     assert chat(reasoning_effort=effort).job.think == think
+    assert chat(reasoning={"effort": effort}).job.think == think
 
 
 def test_the_plan_carries_stream_and_usage_flags():

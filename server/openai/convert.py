@@ -327,7 +327,7 @@ def chat_request(req: ChatCompletionRequest) -> ChatPlan:
         model=req.model, kind="chat", messages=messages, tools=tools,
         images=[img for m in messages for img in (m.images or ())],
         format=forced if forced is not None else response_format(req),
-        options=sampling_options(req, max_tokens, param), think=think_value(req.reasoning_effort),
+        options=sampling_options(req, max_tokens, param), think=think_value(req.reasoning.effort if req.reasoning is not None else req.reasoning_effort),
         debug_render_only=req.debug_render_only,
     )
     return ChatPlan(job=job, stream=bool(req.stream) and not req.debug_render_only,

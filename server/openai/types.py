@@ -86,6 +86,10 @@ class JsonSchemaFormat(_Shape):
     strict: Optional[bool] = None
 
 
+class Reasoning(_Shape):
+    effort: Optional[str] = None
+
+
 class ResponseFormat(_Shape):
     type: str
     json_schema: Optional[JsonSchemaFormat] = None
@@ -120,6 +124,7 @@ class ChatCompletionRequest(_Sampling):
     logprobs: Optional[bool] = None
     top_logprobs: Optional[int] = None
     reasoning_effort: Optional[str] = None
+    reasoning: Optional[Reasoning] = None  # {"effort": ...}, the newer spelling
     modalities: Optional[list[str]] = None
     # Accepted by OpenAI, not implemented here: refused by name when present.
     audio: Any = None
