@@ -77,6 +77,8 @@ def parse_load_timeout(raw: str) -> float | None:
         except DurationError:
             return 300.0
     return seconds if seconds > 0 else None
+
+
 def parse_bool_default_true(raw: str) -> bool:
     """Like `parse_bool`, but unset means on."""
     return parse_bool(raw) if raw else True
