@@ -162,9 +162,13 @@ class Engine:
             raise RequestError(f"{model.full} does not support tools", 400)
         if job.images and "vision" not in caps:
             raise RequestError(f"{model.full} does not support vision", 400)
+        if job.images:  # a projector model: the runner has no image path yet, so say so
+            raise RequestError("image input is not supported by this server yet", 501)
         if job.think and "thinking" not in caps:
             raise RequestError(f'"{job.model}" does not support thinking', 400)
         options = self.options(model, job.options)
+        if not job.shift and options.get("num_predict", -1) == -1:
+            options["num_predict"] = -2  # no context shift: stop with "length" when the context is full
         spec = self.load_spec(model, options)
         lease = await self.acquire(model, spec, job.keep_alive)
         try:

@@ -157,9 +157,18 @@ def test_run_an_embedding_model_prints_the_vector(server):
     assert done.stderr == 'Error: embedding models require input text. Usage: stack run tiny-embed "your text here"\n'
 
 
+def test_run_pulls_a_missing_model_first(server):
+    # this server is also a registry: pull its own tiny model under a registry name, then run it
+    name = f"{server.host_env}/library/tiny:latest"
+    done = stack(server, "run", "--insecure", name, "hello")
+    assert done.returncode == 0, done.stderr
+    assert "success" in done.stderr and done.stdout.endswith("\n")
+    assert any(m["name"] == name for m in Client(server.url).tags())
+
+
 def test_errors_are_one_line(server):
-    done = stack(server, "run", "nope", "hi")
-    assert done.returncode == 1 and done.stderr == "Error: model 'nope' not found, try pulling it first\n"
+    done = stack(server, "run", "--insecure", f"{server.host_env}/library/nope:latest", "hi")
+    assert done.returncode == 1 and done.stderr.endswith("\nError: pull model manifest: file does not exist\n")
     done = stack(server, "stop", "nope")
     assert done.returncode == 1 and done.stderr == 'Error: couldn\'t find model "nope" to stop\n'
 

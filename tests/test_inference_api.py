@@ -254,3 +254,16 @@ def test_load_timeout_is_a_500_naming_it(tmp_path, tiny_gguf):
         resp = client.post("/api/generate", json={"model": "tiny", "prompt": "hi"})
         assert resp.status_code == 500 and "timed out" in resp.json()["error"]
         assert client.get("/api/ps").json() == {"models": []}
+
+
+def test_shift_false_stops_when_the_context_is_full(served):
+    client, _ = served
+    body = client.post("/api/generate", json={"model": "tiny", "prompt": "hello", "raw": True, "stream": False,
+                                              "shift": False, "options": {"num_ctx": 64, "temperature": 0}}).json()
+    assert body["done_reason"] == "length" and body["eval_count"] < 64  # greedy never ends otherwise
+
+
+def test_an_oversized_body_is_413(served):
+    client, _ = served
+    resp = client.post("/api/generate", json={"model": "tiny", "prompt": "x" * (33 << 20)})
+    assert resp.status_code == 413 and "larger than" in resp.json()["error"]

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from server.inference import Engine, l2_normalise, now_ns
 from server.inference_types import ChatRequest, EmbeddingRequest, EmbedRequest, GenerateRequest, TextJob, \
     validation_message
+from server.errors import ServerError
 from server.scheduler import SchedulerError
 from server.streaming import RequestError, aggregate_response, error_response, json_response, merge_chat, \
     merge_generate, ndjson_response
@@ -70,7 +71,12 @@ def engine(request: Request) -> Engine:
 
 
 async def parse(request: Request, model: type[R]) -> R:
-    body = await request.body()
+    from server.routes.models import read_body  # the JSON body size limit of every route (413)
+
+    try:
+        body = await read_body(request)
+    except ServerError as exc:
+        raise RequestError(exc.message, exc.status) from None
     if not body.strip():
         raise RequestError("missing request body", 400)
     try:

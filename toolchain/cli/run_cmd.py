@@ -418,13 +418,18 @@ def repl(session: Session, read: Callable[[str], str]) -> None:
             return
 
 
-def _check_model(client: Client, model: str) -> dict[str, Any]:
+def _check_model(client: Client, model: str, *, insecure: bool = False) -> dict[str, Any]:
+    """The model's /api/show; a model the server does not have is pulled first, as `ollama run`
+    does (progress on stderr)."""
     try:
         return client.show(model)
     except APIError as exc:
-        if exc.status == 404:
-            raise CorralError(f"model '{model}' not found, try pulling it first") from None
-        raise
+        if exc.status != 404:
+            raise
+    from toolchain.cli.registry_cmd import show_progress
+
+    show_progress(client.pull(model, insecure=insecure))
+    return client.show(model)
 
 
 def embed_once(client: Client, model: str, text: str, keep_alive: Optional[str], out: TextIO) -> None:
@@ -445,8 +450,10 @@ def run_command(
     keepalive: Optional[str] = typer.Option(None, "--keepalive", help="How long the model stays loaded (e.g. 5m)."),
     verbose: bool = typer.Option(False, "--verbose", help="Show timings for each response."),
     fmt: str = typer.Option("", "--format", help='Response format (e.g. "json").'),
+    insecure: bool = typer.Option(False, "--insecure", help="Pull a missing model over plain HTTP."),
 ) -> None:
-    """Run a model: one answer to PROMPT (or piped stdin), else an interactive chat."""
+    """Run a model (pulling it first if the server does not have it): one answer to PROMPT (or
+    piped stdin), else an interactive chat."""
     if fmt and fmt != "json":
         raise CorralError(f'invalid format "{fmt}" (only "json" is supported)')
     text = " ".join(prompt or [])
@@ -455,7 +462,7 @@ def run_command(
         data = sys.stdin.read()
         text = f"{data} {text}" if text else data
     with Client() as client:
-        caps = _check_model(client, model).get("capabilities") or []
+        caps = _check_model(client, model, insecure=insecure).get("capabilities") or []
         if "embedding" in caps and "completion" not in caps:
             embed_once(client, model, text.strip(), keepalive, sys.stdout)
             return
