@@ -47,6 +47,11 @@ def create_app(config: Config | None = None) -> FastAPI:
     from server.routes import models
 
     app.include_router(models.router)
+    from server import auth, limits, observe
+
+    limits.install(app, config)  # body limits (CORRAL_MAX_BODY_BYTES, CORRAL_MAX_BLOB_BYTES)
+    auth.install(app, config)  # Host check, API keys and scopes (keep after every other middleware)
+    observe.install(app)  # /metrics and the access log: the outermost middleware
     return app
 
 

@@ -44,6 +44,30 @@ def parse_host(raw: str) -> str:
     return raw or f"127.0.0.1:{DEFAULT_PORT}"
 
 
+def parse_uint(default: int) -> Callable[[str], int]:
+    """An unsigned integer; empty, unparsable or negative -> `default` (Ollama's `Uint`)."""
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            return default
+        return value if value >= 0 else default
+
+    return parse
+
+
+def parse_keys_file(raw: str) -> Path:
+    from toolchain.keys import default_path
+
+    return default_path({"CORRAL_KEYS_FILE": raw})
+
+
+def parse_names(raw: str) -> tuple[str, ...]:
+    """A comma-separated list (spaces around items ignored, empty items dropped)."""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
 def setting(env: str, parse: Callable[[str], Any], help: str) -> Any:
     """Declare a Config field read from `env` with `parse` (given the cleaned string, "" when unset)."""
     return field(default_factory=lambda: parse(""), metadata={"env": env, "parse": parse, "help": help})
@@ -54,6 +78,21 @@ class Config:
     host: str = setting("OLLAMA_HOST", parse_host, "IP address and port for the server (default 127.0.0.1:11434)")
     models: Path = setting("OLLAMA_MODELS", parse_models, "The path to the models directory (default ~/.ollama/models)")
     noprune: bool = setting("OLLAMA_NOPRUNE", parse_bool, "Do not prune model blobs on startup or after delete")
+    # security (server.auth, server.limits, server.serve)
+    keys_file: Path = setting("CORRAL_KEYS_FILE", parse_keys_file,
+                              "API keys file written by `stack keys` (default ~/.corral/keys.json)")
+    allow_unauthenticated: bool = setting("CORRAL_ALLOW_UNAUTHENTICATED", parse_bool,
+                                          "Serve a non-loopback address without API keys (auth done in front)")
+    allowed_hosts: tuple[str, ...] = setting("CORRAL_ALLOWED_HOSTS", parse_names,
+                                             "Extra Host names a loopback server answers (comma separated)")
+    max_body_bytes: int = setting("CORRAL_MAX_BODY_BYTES", parse_uint(32 << 20),
+                                  "Largest request body except blob uploads (default 32 MiB; 0 = no limit)")
+    max_blob_bytes: int = setting("CORRAL_MAX_BLOB_BYTES", parse_uint(0),
+                                  "Largest blob upload (default 0 = no limit)")
+    max_connections: int = setting("CORRAL_MAX_CONNECTIONS", parse_uint(1024),
+                                   "Concurrent connections and requests before answering 503 (default 1024)")
+    idle_timeout: int = setting("CORRAL_IDLE_TIMEOUT", parse_uint(5),
+                                "Seconds an idle keep-alive connection is kept open (default 5)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Config":

@@ -60,3 +60,6 @@ from toolchain.cli import prompt_cmd as _prompt_cmd  # noqa: E402,F401  (stack p
 from toolchain.cli.modelfile_cmd import app as _modelfile_app  # noqa: E402
 
 app.add_typer(_modelfile_app, name="modelfile")  # stack modelfile fmt|check
+from toolchain.cli.keys_cmd import app as _keys_app  # noqa: E402
+
+app.add_typer(_keys_app, name="keys")  # stack keys add|list|revoke
