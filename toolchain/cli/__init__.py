@@ -63,3 +63,4 @@ app.add_typer(_modelfile_app, name="modelfile")  # stack modelfile fmt|check
 from toolchain.cli.keys_cmd import app as _keys_app  # noqa: E402
 
 app.add_typer(_keys_app, name="keys")  # stack keys add|list|revoke
+from toolchain.cli import ops_cmd as _ops_cmd  # noqa: E402,F401  (stack fsck, stack doctor)
