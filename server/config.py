@@ -68,6 +68,33 @@ def parse_names(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def parse_keep_alive_env(raw: str) -> float:
+    from toolchain.duration import keep_alive_from_env
+
+    return keep_alive_from_env(raw)
+
+
+def parse_load_timeout(raw: str) -> float | None:
+    """Seconds (a Go duration or whole seconds); default 5m; zero or negative = no limit."""
+    from toolchain.duration import DurationError, parse_go_duration
+
+    if not raw:
+        return 300.0
+    try:
+        seconds = float(int(raw))
+    except ValueError:
+        try:
+            seconds = parse_go_duration(raw)
+        except DurationError:
+            return 300.0
+    return seconds if seconds > 0 else None
+
+
+def parse_bool_default_true(raw: str) -> bool:
+    """Like `parse_bool`, but unset means on."""
+    return parse_bool(raw) if raw else True
+
+
 def setting(env: str, parse: Callable[[str], Any], help: str) -> Any:
     """Declare a Config field read from `env` with `parse` (given the cleaned string, "" when unset)."""
     return field(default_factory=lambda: parse(""), metadata={"env": env, "parse": parse, "help": help})
@@ -93,6 +120,23 @@ class Config:
                                    "Concurrent connections and requests before answering 503 (default 1024)")
     idle_timeout: int = setting("CORRAL_IDLE_TIMEOUT", parse_uint(5),
                                 "Seconds an idle keep-alive connection is kept open (default 5)")
+    # inference (server.scheduler)
+    keep_alive: float = setting("OLLAMA_KEEP_ALIVE", parse_keep_alive_env,
+                                "The duration that models stay loaded in memory (default \"5m\")")
+    max_loaded_models: int = setting("OLLAMA_MAX_LOADED_MODELS", parse_uint(0),
+                                     "Maximum number of loaded models (default 0 = 3)")
+    num_parallel: int = setting("OLLAMA_NUM_PARALLEL", parse_uint(0),
+                                "Maximum number of parallel requests per model (default 0 = 4)")
+    max_queue: int = setting("OLLAMA_MAX_QUEUE", parse_uint(512), "Maximum number of queued requests (default 512)")
+    load_timeout: float | None = setting("OLLAMA_LOAD_TIMEOUT", parse_load_timeout,
+                                         "How long to allow model loads to stall before giving up (default \"5m\")")
+    context_length: int = setting("OLLAMA_CONTEXT_LENGTH", parse_uint(0),
+                                  "Context length to use unless otherwise specified (default 0 = 4096)")
+    registry_push: bool = setting(
+        "CORRAL_REGISTRY_PUSH",
+        parse_bool_default_true,
+        "Accept pushes to this server's /v2/ registry (default on; 0/false answers 403 to every upload)",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Config":

@@ -14,7 +14,9 @@ The only code that touches the store's files. Its guarantees:
   `.tmp-*` file, which no reader looks at and `cleanup()` removes.
 * Mutations are serialised: one lock per manifest name (case-insensitive) for whole operations, and
   a store lock around every manifest write/delete and every prune, so a prune never removes a blob
-  that a manifest (or an operation in progress, see `pin`) is about to reference.
+  that a manifest (or an operation in progress, see `pin`) is about to reference. The store lock is
+  also an `flock` on `.corral-store.lock`, so two servers sharing one store serialise too (pins and
+  name locks are per process).
 * Blobs a deleted or replaced manifest no longer shares with any other manifest are pruned unless
   the store was opened with `noprune` (`OLLAMA_NOPRUNE`).
 """
@@ -22,6 +24,7 @@ The only code that touches the store's files. Its guarantees:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -30,7 +33,7 @@ import secrets
 import threading
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Iterable, Iterator
 
@@ -200,7 +203,7 @@ class Store:
         self.noprune = noprune
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
         self.manifests_dir.mkdir(parents=True, exist_ok=True)
-        self._store_lock = threading.RLock()
+        self._store_lock = _StoreLock(self.root / ".corral-store.lock")
         self._name_locks: dict[tuple[str, ...], threading.Lock] = {}
         self._name_locks_guard = threading.Lock()
         self._pins: Counter[str] = Counter()
@@ -261,7 +264,14 @@ class Store:
         """
         if expected is not None:
             expected = normalize_digest(expected)
-        source = _iter_chunks(chunks)
+        try:
+            return self._write_blob(_iter_chunks(chunks), expected)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise ServerError("no space left on device for the model store", 507) from None
+            raise
+
+    def _write_blob(self, source: Iterator[bytes], expected: str | None) -> BlobResult:
         h = hashlib.sha256()
         size = 0
         with self._temp_file(self.blobs_dir) as (tmp_path, f):
@@ -372,7 +382,7 @@ class Store:
                 if not self.blob_path(d.digest).is_file():
                     raise MissingBlob(d.digest, "manifest references blob")
             old = self._read_quiet(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(path.parent)
             with self._temp_file(path.parent) as (tmp_path, f):
                 f.write(raw)
                 _fsync_file(f)
@@ -553,6 +563,17 @@ class Store:
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def _make_dirs(self, directory: Path) -> None:
+        """Create the manifest directories down to `directory`, each new entry fsynced into its
+        parent so a crash cannot lose a directory whose manifest was already reported written."""
+        missing = []
+        while not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        for d in reversed(missing):
+            d.mkdir(exist_ok=True)
+            _fsync_dir(d.parent)
+
     @staticmethod
     def _read_quiet(path: Path) -> Manifest | None:
         try:
@@ -571,6 +592,40 @@ class Store:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_path)
+
+
+class _StoreLock:
+    """A re-entrant thread lock that also holds an exclusive `flock` on `path` while held."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.RLock()
+        self._path = path
+        self._depth = 0
+        self._fd: int | None = None
+
+    def __enter__(self) -> "_StoreLock":
+        self._lock.acquire()
+        if self._depth == 0:
+            try:
+                import fcntl
+
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except (ImportError, OSError):
+                self._close()
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._close()
+        self._lock.release()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
 
 
 def _iter_chunks(source: Iterable[bytes] | IO[bytes]) -> Iterator[bytes]:

@@ -39,6 +39,7 @@ from server.store import (
     normalize_digest,
     sha256_digest,
 )
+from toolchain.format import human_number
 from toolchain.names import Name, parse_name
 
 _GGUF_MEDIA = (MEDIA_MODEL, MEDIA_PROJECTOR, MEDIA_ADAPTER)
@@ -82,7 +83,7 @@ class Plan:
 def plan(store: Store, req: CreateRequest, *, pre_statuses: list[str] | None = None) -> Plan:
     """Validate `req` against the store and decide every layer; writes nothing."""
     name = parse_name(req.model)
-    if not req.model or not name.is_valid():
+    if not req.model or not name.is_valid() or name.digest:
         raise InvalidName()
     name = store.resolve(name)
     if req.quantize:
@@ -205,19 +206,6 @@ def from_modelfile(model: str, text: str, **fields: Any) -> tuple[CreateRequest,
         **fields,
     )
     return out, ["parsing modelfile"]
-
-
-def human_number(n: int) -> str:
-    """Ollama's `format.HumanNumber` (the config's `model_type`, e.g. `8.0B`, `136.73M`)."""
-    if n >= 1_000_000_000:
-        v = n / 1_000_000_000
-        return f"{v:.0f}B" if v == int(v) else f"{v:.1f}B"
-    if n >= 1_000_000:
-        v = n / 1_000_000
-        return f"{v:.0f}M" if v == int(v) else f"{v:.2f}M"
-    if n >= 1_000:
-        return f"{n / 1_000:.0f}K"
-    return str(n)
 
 
 # -- helpers ------------------------------------------------------------------------------------

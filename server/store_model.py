@@ -7,6 +7,7 @@ messages, license, config) the way Ollama's `GetModel` does; the weights stay on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -95,7 +96,8 @@ class Model:
 
         info = self.gguf(store)
         if info is not None:
-            add("embedding" if info.get("pooling_type") is not None else "completion")
+            embeds = info.get("pooling_type") is not None or info.get("attention.causal") is False
+            add("embedding" if embeds else "completion")
         for c in self.config.get("capabilities") or []:
             if isinstance(c, str):
                 add(c)
@@ -209,8 +211,17 @@ def parameters_text(params: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def show(model: Model, store: Store, *, verbose: bool = False, system: str = "") -> dict[str, Any]:
-    """The `/api/show` response body (keys in Ollama's order, empty ones left out)."""
+def show(
+    model: Model, store: Store, *, verbose: bool = False, system: str = "", options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The `/api/show` response body (keys in Ollama's order, empty ones left out).
+
+    `system` replaces the model's system prompt and `options` are merged into the rendered
+    Modelfile's parameters (not into `parameters`), as Ollama's ShowHandler does.
+    """
+    parameters = parameters_text(model.params)
+    if system or options:
+        model = dataclasses.replace(model, system=system or model.system, params={**model.params, **(options or {})})
     info = model.gguf(store, verbose=verbose)
     details = model.details()
     if info is not None and details["quantization_level"] in ("", "unknown") and info.file_type != "unknown":
@@ -222,9 +233,9 @@ def show(model: Model, store: Store, *, verbose: bool = False, system: str = "")
     body: dict[str, Any] = {
         "license": "\n".join(model.license),
         "modelfile": render_modelfile(model, store),
-        "parameters": parameters_text(model.params),
+        "parameters": parameters,
         "template": template,
-        "system": system or model.system,
+        "system": model.system,
         "renderer": _str(model.config.get("renderer")),
         "parser": _str(model.config.get("parser")),
         "details": details,

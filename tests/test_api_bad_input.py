@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
-from pathlib import Path
 
 import httpx
 import pytest
@@ -253,3 +251,15 @@ def test_oversized_json_body(srv):
 def test_template_that_does_not_parse(srv):
     create(srv, {"model": "x", "from": "base", "template": "{{ .Prompt"}, 400, "template error: ")
     create(srv, {"model": "x", "modelfile": "FROM base\nTEMPLATE {{ if .System }}"}, 400, "template error: ")
+
+
+def test_create_target_pinned_to_a_digest(srv):
+    create(srv, {"model": f"x@sha256:{HEX}", "from": "base"}, 400, "invalid model name")
+
+
+def test_show_overrides_do_not_write(srv):
+    before = snapshot(srv)
+    body = httpx.post(f"{srv.url}/api/show", json={"model": "base", "system": "override", "options": {"top_k": 7}}).json()
+    assert body["system"] == "override" and "SYSTEM override" in body["modelfile"]
+    assert "PARAMETER top_k 7" in body["modelfile"] and "top_k" not in body.get("parameters", "")
+    assert snapshot(srv) == before

@@ -37,3 +37,47 @@ def test_parallel_management_keeps_the_store_sound(stack_server, tiny_gguf):
     assert Store(stack_server.models).verify() == []
     names = {m["name"] for m in httpx.get(f"{url}/api/tags").json()["models"]}
     assert {"base:latest", "same:latest"} <= names
+
+
+def test_server_killed_mid_upload_leaves_no_visible_blob(tmp_path):
+    """kill -9 while a blob streams in: after restart the store is sound and the blob is absent."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from tests.support.server import start_server
+
+    models = tmp_path / "models"
+    srv = start_server(models)
+    release = threading.Event()
+    digest = "sha256:" + "d" * 64
+
+    def body():
+        yield b"x" * (1 << 20)
+        release.wait(30)  # hold the upload open until the server is gone
+        yield b"y"
+
+    def upload():
+        try:
+            httpx.post(f"{srv.url}/api/blobs/{digest}", content=body(), timeout=30)
+        except httpx.HTTPError:
+            pass
+
+    t = threading.Thread(target=upload)
+    t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not any(p.name.startswith(".tmp-") for p in (models / "blobs").iterdir()):
+            assert time.monotonic() < deadline, "upload never started"
+            time.sleep(0.02)
+        os.kill(srv.proc.pid, signal.SIGKILL)
+        srv.proc.wait(timeout=10)
+    finally:
+        release.set()
+        t.join(timeout=30)
+        srv.stop()
+    with start_server(models) as again:
+        assert httpx.head(f"{again.url}/api/blobs/{digest}").status_code == 404
+        assert [p.name for p in (models / "blobs").iterdir() if not p.name.startswith(".tmp-")] == []
+        assert Store(models).verify() == []

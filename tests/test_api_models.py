@@ -15,7 +15,7 @@ import pytest
 from tests.support.server import ServerProcess, start_server
 
 CONFIG_TINY = (
-    b'{"model_format":"gguf","model_family":"llama","model_families":["llama"],"model_type":"124K",'
+    b'{"model_format":"gguf","model_family":"llama","model_families":["llama"],"model_type":"123K",'
     b'"file_type":"unknown","architecture":"amd64","os":"linux"}\n'
 )
 
@@ -48,14 +48,13 @@ def manifest_digest(srv: ServerProcess, name: str) -> str:
 # -- plumbing -----------------------------------------------------------------------------------
 
 
-def test_root_version_and_unknown_routes(stack_server):
-    url = stack_server.url
+def test_root_version_and_unknown_routes(shared_stack_server):
+    url = shared_stack_server.url
     r = httpx.get(url + "/")
     assert (r.status_code, r.text) == (200, "Ollama is running")
     assert r.headers["content-type"].startswith("text/plain")
     assert httpx.head(url + "/").status_code == 200
     assert "version" in httpx.get(url + "/api/version").json()
-    assert httpx.get(url + "/api/tags").json() == {"models": []}
     assert httpx.head(url + "/api/tags").status_code == 200
     r = httpx.get(url + "/api/nope")
     assert (r.status_code, r.text) == (404, "404 page not found")
@@ -68,6 +67,7 @@ def test_root_version_and_unknown_routes(stack_server):
 
 def test_official_client_lifecycle(stack_server, tiny_gguf):
     client = ollama.Client(host=stack_server.url)
+    assert client.list().models == [] and httpx.get(stack_server.url + "/api/tags").json() == {"models": []}
     digest = client.create_blob(tiny_gguf)
     assert digest == digest_of(tiny_gguf)
     done = client.create(
@@ -107,37 +107,37 @@ def test_official_client_lifecycle(stack_server, tiny_gguf):
     assert err.value.status_code == 404 and "not found" in err.value.error
 
 
-def test_show_body_shape(stack_server, tiny_gguf):
-    d = upload(stack_server, tiny_gguf)
-    httpx.post(f"{stack_server.url}/api/create", json={"model": "t", "files": {"t.gguf": d}, "stream": False})
-    body = httpx.post(f"{stack_server.url}/api/show", json={"model": "T"}).json()  # case-insensitive
+def test_show_body_shape(shared_stack_server, tiny_gguf):
+    d = upload(shared_stack_server, tiny_gguf)
+    httpx.post(f"{shared_stack_server.url}/api/create", json={"model": "t", "files": {"t.gguf": d}, "stream": False})
+    body = httpx.post(f"{shared_stack_server.url}/api/show", json={"model": "T"}).json()  # case-insensitive
     assert body["details"] == {
         "parent_model": "t.gguf", "format": "gguf", "family": "llama", "families": ["llama"],
-        "parameter_size": "124K", "quantization_level": "unknown",
+        "parameter_size": "123K", "quantization_level": "unknown",
     }
     assert body["template"] == "{{ .Prompt }}"
     assert body["model_info"]["tokenizer.ggml.tokens"] is None
     assert body["modified_at"].endswith("Z") or "+" in body["modified_at"]
-    assert body["tensors"][0] == {"name": "token_embd.weight", "type": "F32", "shape": [64, 387]}
-    verbose = httpx.post(f"{stack_server.url}/api/show", json={"model": "t", "verbose": True}).json()
+    assert body["tensors"][0] == {"name": "token_embd.weight", "type": "F32", "shape": [64, 386]}
+    verbose = httpx.post(f"{shared_stack_server.url}/api/show", json={"model": "t", "verbose": True}).json()
     assert verbose["model_info"]["tokenizer.ggml.tokens"][:2] == ["<unk>", "<s>"]
 
 
 # -- create: encodings, determinism, both shapes ------------------------------------------------------
 
 
-def test_created_model_is_byte_compatible_with_ollama(stack_server, tiny_gguf):
-    d = upload(stack_server, tiny_gguf)
+def test_created_model_is_byte_compatible_with_ollama(shared_stack_server, tiny_gguf):
+    d = upload(shared_stack_server, tiny_gguf)
     r = httpx.post(
-        f"{stack_server.url}/api/create",
+        f"{shared_stack_server.url}/api/create",
         json={"model": "m", "files": {"tiny.gguf": d}, "parameters": {"temperature": 1.0, "stop": ["<x>"]},
               "messages": [{"role": "User", "content": "a&b"}], "stream": False},
     )
     assert r.json() == {"status": "success"}
-    manifest_path = stack_server.models / "manifests/registry.ollama.ai/library/m/latest"
+    manifest_path = shared_stack_server.models / "manifests/registry.ollama.ai/library/m/latest"
     manifest = json.loads(manifest_path.read_bytes())
     blobs = {layer["mediaType"].rsplit(".", 1)[-1]: layer for layer in manifest["layers"]}
-    blob = lambda layer: (stack_server.models / "blobs" / layer["digest"].replace(":", "-")).read_bytes()
+    blob = lambda layer: (shared_stack_server.models / "blobs" / layer["digest"].replace(":", "-")).read_bytes()
     assert blobs["model"] == {"mediaType": "application/vnd.ollama.image.model", "digest": d,
                               "size": tiny_gguf.stat().st_size, "from": "tiny.gguf"}
     assert blob(blobs["params"]) == b'{"stop":["\\u003cx\\u003e"],"temperature":1}\n'
@@ -147,33 +147,33 @@ def test_created_model_is_byte_compatible_with_ollama(stack_server, tiny_gguf):
     assert manifest_path.read_bytes().endswith(b"]}\n")
 
 
-def test_same_request_twice_gives_the_same_manifest(stack_server, tiny_gguf):
-    d = upload(stack_server, tiny_gguf)
+def test_same_request_twice_gives_the_same_manifest(shared_stack_server, tiny_gguf):
+    d = upload(shared_stack_server, tiny_gguf)
     body = {"files": {"tiny.gguf": d}, "system": "s", "parameters": {"top_k": 3}, "stream": False}
-    httpx.post(f"{stack_server.url}/api/create", json={"model": "one", **body})
-    httpx.post(f"{stack_server.url}/api/create", json={"model": "two", **body})
-    first = manifest_digest(stack_server, "one:latest")
-    assert first == manifest_digest(stack_server, "two:latest")
-    httpx.post(f"{stack_server.url}/api/create", json={"model": "one", **body})
-    assert manifest_digest(stack_server, "one:latest") == first
+    httpx.post(f"{shared_stack_server.url}/api/create", json={"model": "one", **body})
+    httpx.post(f"{shared_stack_server.url}/api/create", json={"model": "two", **body})
+    first = manifest_digest(shared_stack_server, "one:latest")
+    assert first == manifest_digest(shared_stack_server, "two:latest")
+    httpx.post(f"{shared_stack_server.url}/api/create", json={"model": "one", **body})
+    assert manifest_digest(shared_stack_server, "one:latest") == first
 
 
-def test_legacy_modelfile_shape(stack_server, tiny_gguf):
-    d = upload(stack_server, tiny_gguf)
+def test_legacy_modelfile_shape(shared_stack_server, tiny_gguf):
+    d = upload(shared_stack_server, tiny_gguf)
     r = httpx.post(
-        f"{stack_server.url}/api/create",
+        f"{shared_stack_server.url}/api/create",
         json={"model": "legacy", "modelfile": f"FROM @{d}\nPARAMETER stop <end>\nPARAMETER stop <eot>\nSYSTEM hi"},
     )
     lines = [json.loads(line) for line in r.text.splitlines()]
     assert r.headers["content-type"].startswith("application/x-ndjson")
     assert lines[0] == {"status": "parsing modelfile"} and lines[-1] == {"status": "success"}
-    shown = httpx.post(f"{stack_server.url}/api/show", json={"model": "legacy"}).json()
+    shown = httpx.post(f"{shared_stack_server.url}/api/show", json={"model": "legacy"}).json()
     assert shown["system"] == "hi" and shown["parameters"].count("stop") == 2
     # FROM an existing model by name, legacy shape
-    r = httpx.post(f"{stack_server.url}/api/create",
+    r = httpx.post(f"{shared_stack_server.url}/api/create",
                    json={"model": "legacy2", "modelfile": "FROM legacy\nPARAMETER temperature 0.2", "stream": False})
     assert r.json() == {"status": "success"}
-    assert "temperature" in httpx.post(f"{stack_server.url}/api/show", json={"model": "legacy2"}).json()["parameters"]
+    assert "temperature" in httpx.post(f"{shared_stack_server.url}/api/show", json={"model": "legacy2"}).json()["parameters"]
 
 
 def test_serves_a_store_written_by_ollama(tmp_path, tiny_gguf):

@@ -63,7 +63,7 @@ def test_create_list_show_cp_rm(cli, tmp_path, tiny_gguf):
     code, out, _ = cli("show", "tiny")
     assert code == 0
     assert out.startswith(
-        "  Model\n    architecture        llama\n    parameters          124K\n    context length      2048\n"
+        "  Model\n    architecture        llama\n    parameters          123K\n    context length      2048\n"
         "    embedding length    64\n    quantization        unknown\n\n"
     )
     assert "  Capabilities\n    completion\n" in out
@@ -152,3 +152,29 @@ def test_human_time(delta, expected):
 
 def test_table():
     assert table([["NAME", "ID"], ["a-long-name", "x"]]) == "NAME           ID\na-long-name    x\n"
+
+
+def test_create_without_modelfile_uses_the_current_directory(cli, tmp_path, tiny_gguf, monkeypatch):
+    (tmp_path / "model.gguf").write_bytes(tiny_gguf.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("create", "fromdir")
+    assert code == 0, err
+    assert "fromdir:latest" in cli("list")[1]
+
+
+@pytest.mark.e2e
+def test_create_and_show_gemma(cli, tmp_path, gemma_gguf):
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(f"FROM {gemma_gguf}\nPARAMETER num_ctx 2048\n")
+    code, _, err = cli("create", "gemma3:270m", "-f", str(modelfile))
+    assert code == 0, err
+    out = cli("show", "gemma3:270m")[1]
+    assert "architecture        gemma3" in out and "parameters          268.10M" in out
+    assert "quantization        Q4_K_M" in out and "context length      32768" in out
+    assert re.search(r"gemma3:270m\s+[0-9a-f]{12}\s+2\d\d MB", cli("list")[1])
+
+
+def test_serve_lists_its_environment(capsys):
+    assert main(["serve", "--env"]) == 0
+    out = capsys.readouterr().out
+    assert "OLLAMA_HOST" in out and "OLLAMA_MODELS" in out and "OLLAMA_NOPRUNE" in out

@@ -405,3 +405,40 @@ def test_verify_reports_damage(store):
     store.blob_path(m.layers[0].digest).unlink()
     problems = store.verify()
     assert any("missing blob" in p for p in problems) and any("hashes to" in p for p in problems)
+
+
+def test_disk_full_is_507_and_leaves_nothing(store, monkeypatch):
+    import errno as errno_mod
+
+    def full(_f):
+        raise OSError(errno_mod.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("server.store._fsync_file", full)
+    with pytest.raises(Exception) as err:
+        store.put_bytes(b"data")
+    assert getattr(err.value, "status", None) == 507
+    assert all_files(store) == []
+
+
+def test_store_lock_excludes_other_processes(store):
+    """The store lock is an flock: another process cannot take it while this one holds it."""
+    probe = textwrap.dedent(
+        f"""
+        import fcntl, os
+        fd = os.open({str(store.root / ".corral-store.lock")!r}, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            print("free")
+        except BlockingIOError:
+            print("busy")
+        """
+    )
+
+    def other_process_sees() -> str:
+        return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60).stdout.strip()
+
+    with store._store_lock:
+        with store._store_lock:  # re-entrant within the process
+            pass
+        assert other_process_sees() == "busy"
+    assert other_process_sees() == "free"

@@ -9,8 +9,9 @@ import pytest
 from server import store_create
 from server.errors import BadRequest
 from server.store import MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store
-from server.store_create import CreateRequest, human_number
+from server.store_create import CreateRequest
 from server.store_model import load_model, parameters_text, render_modelfile, show
+from toolchain.format import human_number
 from toolchain.names import parse_name
 
 
@@ -159,3 +160,28 @@ def test_media_types_are_ollamas():
     assert (MEDIA_TEMPLATE, MEDIA_SYSTEM, MEDIA_PARAMS, MEDIA_LICENSE, MEDIA_MESSAGES) == tuple(
         f"application/vnd.ollama.image.{t}" for t in ("template", "system", "params", "license", "messages")
     )
+
+
+def test_non_causal_model_embeds(store, tmp_path):
+    from gguf import GGUFWriter
+
+    path = tmp_path / "enc.gguf"
+    w = GGUFWriter(str(path), "nomic-bert")
+    w.add_bool("nomic-bert.attention.causal", False)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    d = store.write_blob(open(path, "rb")).digest
+    run(store, CreateRequest(model="enc", files={"enc.gguf": d}))
+    assert load_model(store, parse_name("enc")).capabilities(store) == ["embedding"]
+
+
+def test_projector_file_becomes_a_projector_layer(store, tiny, tmp_path):
+    proj = store.write_blob(open(write_gguf(tmp_path / "mmproj.gguf", "clip", general__type="mmproj"), "rb")).digest
+    run(store, CreateRequest(model="vl", files={"model.gguf": tiny, "mmproj.gguf": proj}))
+    model = load_model(store, parse_name("vl"))
+    assert media(store, "vl") == ["projector", "model"]  # files are taken in name order, as Ollama does
+    assert model.capabilities(store) == ["completion", "vision"]
+    assert render_modelfile(model, store).count("\nFROM ") == 2
+    assert show(model, store)["projector_info"]["general.architecture"] == "clip"

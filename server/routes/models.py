@@ -13,6 +13,7 @@ import anyio
 import anyio.from_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from server import store_create, store_model
 from server.api_types import (
@@ -78,7 +79,10 @@ async def create_blob(digest: str, request: Request) -> Response:
             except StopAsyncIteration:
                 return
 
-    await anyio.to_thread.run_sync(lambda: store.write_blob(chunks(), expected=expected))
+    try:
+        await anyio.to_thread.run_sync(lambda: store.write_blob(chunks(), expected=expected))
+    except ClientDisconnect:  # the upload was abandoned: nothing was kept, nobody to answer
+        return Response(status_code=499)
     return Response(status_code=201)
 
 
@@ -162,7 +166,7 @@ def tags(request: Request) -> Response:
                     modified_at=go_time(entry.manifest.mtime),
                     size=entry.manifest.size(),
                     digest=entry.manifest.digest,
-                    details=ModelDetails(**details),
+                    details=ModelDetails(**{**details, "parent_model": ""}),  # always "" in Ollama's list
                     capabilities=caps or None,
                 ),
             )
@@ -198,7 +202,7 @@ def _show(store: Store, raw: bytes) -> Response:
         if "missing blob" in exc.message:
             raise
         raise ModelNotFound(f"model '{name.display_shortest()}' not found") from None
-    body = store_model.show(model, store, verbose=req.verbose, system=req.system)
+    body = store_model.show(model, store, verbose=req.verbose, system=req.system, options=req.options)
     body["modified_at"] = go_time(model.manifest.mtime)
     return JSONResponse(body)
 

@@ -29,15 +29,16 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
     types += [TokenType.BYTE] * 256
     pieces = ["\u2581"] + [c for c in string.ascii_letters + string.digits + string.punctuation]
     pieces += ["\u2581" + c for c in string.ascii_lowercase]
-    pieces += ["\u2581the", "\u2581a", "\u2581is", "\u2581sky", "\u2581blue", "\u2581hello", "\u2581world"]
+    pieces += ["\u2581the", "\u2581is", "\u2581sky", "\u2581blue", "\u2581hello", "\u2581world"]
     tokens += pieces
     types += [TokenType.NORMAL] * len(pieces)
     scores = [0.0, 0.0, 0.0] + [0.0] * 256 + [-float(i) for i in range(len(pieces))]
     return tokens, scores, [int(t) for t in types]
 
 
-def write_tiny_llama(path: str | Path, *, seed: int = 0, name: str = "tiny-llama") -> Path:
-    """Write the model to `path` and return it."""
+def write_tiny_llama(path: str | Path, *, seed: int = 0, name: str = "tiny-llama",
+                     chat_template: str | None = None) -> Path:
+    """Write the model to `path` and return it (with `tokenizer.chat_template` when given)."""
     path = Path(path)
     rng = np.random.default_rng(seed)
     tokens, scores, types = _vocab()
@@ -64,6 +65,8 @@ def write_tiny_llama(path: str | Path, *, seed: int = 0, name: str = "tiny-llama
     w.add_unk_token_id(0)
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
 
     def t(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.1).astype(np.float32)

@@ -7,7 +7,6 @@ manage a real Ollama as well as `stack serve`. Results go to stdout, progress to
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -25,13 +24,28 @@ def _err(text: str) -> None:
 
 
 @app.command("serve")
-def serve() -> None:
+def serve(
+    env: bool = typer.Option(False, "--env", help="List the environment variables the server reads, and exit."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Start with this stack's runtime settings."),
+    apply: bool = typer.Option(False, "--apply", help="Apply the stack's models once the server answers."),
+) -> None:
     """Start the Ollama-compatible model server.
 
-    Environment: OLLAMA_HOST (bind address, default 127.0.0.1:11434), OLLAMA_MODELS (model store,
-    default ~/.ollama/models), OLLAMA_NOPRUNE (keep unused blobs).
+    Listens on OLLAMA_HOST (default 127.0.0.1:11434) and serves the store in OLLAMA_MODELS
+    (default ~/.ollama/models); `stack serve --env` lists every variable.
     """
-    from server.serve import run  # lazy: the toolchain never imports the server otherwise
+    if env:
+        from server.config import describe  # lazy: the toolchain never imports the server otherwise
+
+        for name, text in describe():
+            print(f"      {name:<27}   {text}")
+        return
+    import os
+
+    from server.serve import run
+    from toolchain.stack.serving import prepare_serve
+
+    prepare_serve(str(file) if file else None, apply, os.environ, _err)  # type: ignore[arg-type]
 
     run()
 
@@ -181,6 +195,19 @@ def show_info(resp: dict[str, Any], verbose: bool = False) -> str:
     section("Model", rows)
     if resp.get("capabilities"):
         section("Capabilities", [[c] for c in resp["capabilities"]])
+    projector = resp.get("projector_info")
+    if projector:
+        parch = projector.get("general.architecture") if isinstance(projector.get("general.architecture"), str) else ""
+        prow = [["architecture", parch]] if parch else []
+        if isinstance(projector.get("general.parameter_count"), (int, float)):
+            prow.append(["parameters", human_number(int(projector["general.parameter_count"]))])
+        for suffix, label in (("embedding_length", "embedding length"), ("projection_dim", "dimensions")):
+            for modality in ("vision", "audio"):
+                value = projector.get(f"{parch}.{modality}.{suffix}")
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    prow.append([label, _number(value)])
+                    break
+        section("Projector", prow)
     if resp.get("parameters"):
         section("Parameters", [line.split() for line in resp["parameters"].splitlines() if line.strip()])
     if verbose and info:
