@@ -12,11 +12,16 @@ including the 401/403/413 of the inner ones and times a streaming response to it
     corral_prompt_tokens_total{model}                     } filled by `record_generation`,
     corral_generated_tokens_total{model}                  } which the inference routes call
     corral_time_to_first_token_seconds{model}             } once per finished generation
-    corral_queue_wait_seconds{model}                      }
+    corral_load_wait_seconds{model}                       }  (queueing plus loading)
+    corral_queue_depth                                    } read from the scheduler at
+    corral_loaded_models, corral_model_memory_bytes{model},} each scrape (nothing until the
+    corral_model_parallel_slots{model}                    } first inference request)
 
 `route` is the matched route's template (`/api/blobs/{digest}`), never the raw path, so label
 values stay few; requests no route matched (404s, and those refused before routing) are
-`unmatched`. Routes add fields to their log line (model, token counts) with `note(request, ...)`.
+`unmatched`. Code serving a request adds fields to its log line with `note(**fields)` (a context
+variable holds the line's fields, so the inference engine can note the model and token counts
+without the request object); `record_generation` does so for every generation.
 
 The access log (logger `corral.access`, JSON, one line per request) carries time, client (the
 API key's name, never the token), method, route, path, status, model and the noted fields,
@@ -29,9 +34,12 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 access_log = logging.getLogger("corral.access")
 
@@ -57,8 +65,9 @@ class Metrics:
             "corral_time_to_first_token_seconds", "Time from request to first generated token", ["model"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )
-        self.queue_wait = Histogram(
-            "corral_queue_wait_seconds", "Time a request waited for a slot", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+        self.load_wait = Histogram(
+            "corral_load_wait_seconds", "Time from request to a slot on a loaded model (queueing and loading)",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=r,
         )
 
     def render(self) -> bytes:
@@ -71,20 +80,59 @@ class Metrics:
         prompt_tokens: int = 0,
         generated_tokens: int = 0,
         ttft_seconds: float | None = None,
-        queue_wait_seconds: float | None = None,
+        load_wait_seconds: float | None = None,
     ) -> None:
-        """Account one finished generation (the inference routes call this)."""
+        """Account one finished generation (the inference engine calls this) and note it in the
+        request's access-log line."""
         self.prompt_tokens.labels(model).inc(max(prompt_tokens, 0))
         self.generated_tokens.labels(model).inc(max(generated_tokens, 0))
         if ttft_seconds is not None:
             self.ttft.labels(model).observe(ttft_seconds)
-        if queue_wait_seconds is not None:
-            self.queue_wait.labels(model).observe(queue_wait_seconds)
+        if load_wait_seconds is not None:
+            self.load_wait.labels(model).observe(load_wait_seconds)
+        note(
+            model=model, prompt_tokens=prompt_tokens, generated_tokens=generated_tokens,
+            ttft_ms=round(ttft_seconds * 1000, 3) if ttft_seconds is not None else None,
+            load_wait_ms=round(load_wait_seconds * 1000, 3) if load_wait_seconds is not None else None,
+        )
+
+    def watch_scheduler(self, engine_of: Callable[[], Any]) -> None:
+        """Report the scheduler of `engine_of()` (None until the first inference request)."""
+        self.registry.register(_SchedulerCollector(engine_of))
 
 
-def note(request: Any, **fields: Any) -> None:
-    """Add fields (model, prompt_tokens, ...) to this request's access-log line."""
-    request.scope.setdefault("state", {}).setdefault("corral.log", {}).update(fields)
+class _SchedulerCollector(Collector):
+    def __init__(self, engine_of: Callable[[], Any]) -> None:
+        self.engine_of = engine_of
+
+    def describe(self) -> list:
+        return []  # collected lazily: the engine may not exist yet
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        engine = self.engine_of()
+        scheduler = getattr(engine, "scheduler", None)
+        if scheduler is None:
+            return
+        yield GaugeMetricFamily("corral_queue_depth", "Requests waiting for a runner", value=scheduler.pending)
+        rows = scheduler.running()
+        yield GaugeMetricFamily("corral_loaded_models", "Models loaded in memory", value=len(rows))
+        memory = GaugeMetricFamily("corral_model_memory_bytes", "Estimated memory of a loaded model", labels=["model"])
+        slots = GaugeMetricFamily("corral_model_parallel_slots", "Parallel sequences of a loaded model", labels=["model"])
+        for ref, spec, _expires, _runner in rows:
+            memory.add_metric([ref.name], ref.size)
+            slots.add_metric([ref.name], spec.num_parallel)
+        yield memory
+        yield slots
+
+
+_line: ContextVar[dict[str, Any] | None] = ContextVar("corral_access_log_fields", default=None)
+
+
+def note(**fields: Any) -> None:
+    """Add fields (model, token counts, ...) to the access-log line of the request being served."""
+    line = _line.get()
+    if line is not None:
+        line.update(fields)
 
 
 def route_label(scope: dict) -> str:
@@ -113,6 +161,8 @@ class ObserveMiddleware:
                 first_byte = time.perf_counter() - start
             await send(message)
 
+        fields: dict[str, Any] = {}
+        reset = _line.set(fields)
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, observed_send)
@@ -125,10 +175,12 @@ class ObserveMiddleware:
             self.metrics.duration.labels(route, method).observe(elapsed)
             if status in (401, 403) and "route" not in scope:
                 self.metrics.denied.labels(str(status)).inc()
-            _log_request(scope, route, status, elapsed, first_byte)
+            _log_request(scope, route, status, elapsed, first_byte, fields)
+            _line.reset(reset)
 
 
-def _log_request(scope: dict, route: str, status: int, elapsed: float, first_byte: float | None) -> None:
+def _log_request(scope: dict, route: str, status: int, elapsed: float, first_byte: float | None,
+                 fields: dict[str, Any]) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return
     state = scope.get("state") or {}
@@ -140,7 +192,7 @@ def _log_request(scope: dict, route: str, status: int, elapsed: float, first_byt
         "path": scope.get("path"),
         "status": status,
     }
-    line.update(state.get("corral.log") or {})
+    line.update(fields)
     line["duration_ms"] = round(elapsed * 1000, 3)
     line["first_byte_ms"] = round(first_byte * 1000, 3) if first_byte is not None else None
     access_log.info(json.dumps(line, default=str))
@@ -160,6 +212,7 @@ def install(app: Any) -> None:
     from starlette.responses import Response
 
     app.state.metrics = Metrics()
+    app.state.metrics.watch_scheduler(lambda: getattr(app.state, "engine", None))
 
     @app.api_route("/metrics", methods=["GET", "HEAD"], include_in_schema=False)
     def metrics() -> Response:

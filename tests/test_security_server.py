@@ -195,6 +195,8 @@ def test_keys_file_changes_apply_without_restart(keyed):
 def test_tokens_never_reach_the_log_and_the_log_names_the_client(keyed):
     keyed.get("/api/tags", keyed.user)
     keyed.get("/api/tags", "corral_not-a-key-but-secret")
+    # the line is written once the answer is sent: wait for it
+    _until(lambda: '"status": 401' in keyed.server.log().rstrip().rsplit("\n", 1)[-1], "the 401 logged")
     log = keyed.server.log()
     assert keyed.user not in log and keyed.admin not in log and "not-a-key-but-secret" not in log
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
@@ -218,7 +220,7 @@ def test_metrics_count_requests(keyed):
     before = count()
     for _ in range(3):
         keyed.get("/api/tags", keyed.user)
-    assert count() == before + 3
+    _until(lambda: count() == before + 3, "three more requests counted")  # counted after the last byte is sent
     text = keyed.get("/metrics", keyed.user).text
     assert 'corral_auth_denied_total{status="401"}' in text
     assert "corral_http_request_duration_seconds_bucket" in text
@@ -291,3 +293,45 @@ def test_body_limits(tmp_path):
         r = httpx.post(srv.url + "/v1/chat/completions", content=b"{" * 2000)
         assert r.status_code == 413 and r.json()["error"]["message"] == "request body larger than 1000 bytes"
         assert httpx.get(srv.url + "/").text == "Ollama is running"
+
+
+def _metric(text: str, name: str, labels: str = "") -> float:
+    prefix = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(prefix + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_generation_with_a_user_key_moves_the_token_metrics_and_is_logged(keyed, tiny_gguf):
+    admin = ollama.Client(host=keyed.url, headers={"Authorization": f"Bearer {keyed.admin}"})
+    user = ollama.Client(host=keyed.url, headers={"Authorization": f"Bearer {keyed.user}"})
+    admin.create(model="gen", files={"tiny.gguf": admin.create_blob(tiny_gguf)})
+    before = keyed.get("/metrics", keyed.user).text
+    label = 'model="gen:latest"'
+
+    out = user.generate(model="gen", prompt="hello", raw=True, options={"num_predict": 4, "temperature": 0})
+    assert out.done and out.eval_count >= 1
+    chunks = list(user.chat(model="gen", messages=[{"role": "user", "content": "hi"}], stream=True,
+                            options={"num_predict": 3, "temperature": 0}))
+    assert chunks[-1].done
+    assert [m.model for m in user.ps().models] == ["gen:latest"]
+
+    after = keyed.get("/metrics", keyed.user).text
+    generated = out.eval_count + chunks[-1].eval_count
+    assert _metric(after, "corral_generated_tokens_total", label) == _metric(before, "corral_generated_tokens_total", label) + generated
+    assert _metric(after, "corral_prompt_tokens_total", label) == (
+        _metric(before, "corral_prompt_tokens_total", label) + out.prompt_eval_count + chunks[-1].prompt_eval_count)
+    assert _metric(after, "corral_time_to_first_token_seconds_count", label) == 2
+    assert _metric(after, "corral_loaded_models") == 1 and _metric(after, "corral_queue_depth") == 0
+    assert _metric(after, "corral_model_memory_bytes", label) > 0
+    _until(lambda: _metric(keyed.get("/metrics", keyed.user).text, "corral_http_requests_total",
+                           'method="POST",route="/api/generate",status="200"') == 1, "the generate request counted")
+
+    _until(lambda: '"route": "/api/generate"' in keyed.server.log(), "the generation logged")
+    lines = [json.loads(x) for x in keyed.server.log().splitlines() if x.startswith("{")]
+    gen = [x for x in lines if x["route"] == "/api/generate"][-1]
+    assert (gen["client"], gen["model"], gen["generated_tokens"], gen["status"]) == ("alice", "gen:latest", out.eval_count, 200)
+    assert gen["prompt_tokens"] == out.prompt_eval_count and gen["ttft_ms"] > 0 and gen["load_wait_ms"] >= 0
+    assert gen["duration_ms"] >= gen["ttft_ms"]
+    admin.delete("gen")
