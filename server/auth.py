@@ -5,7 +5,8 @@ For every HTTP request, in order:
 
 1. **Host** (only when the server is bound to loopback, as in Ollama): the `Host` header must name
    this machine's loopback — `localhost`, `*.localhost`, a loopback IP (`127.0.0.1`, `[::1]`), any
-   port — or a name listed in `CORRAL_ALLOWED_HOSTS`; otherwise 403. A browser page on
+   port — or be a single-label name (no dot: the machine's hostname, nginx's upstream name), or
+   be listed in `CORRAL_ALLOWED_HOSTS`; otherwise 403. A browser page on
    `rebind.attacker.example` whose DNS now points at 127.0.0.1 sends its own name as Host, so it
    is refused before anything else runs (CVE-2024-28224).
 2. **Key**: `required_scope(method, path)` says what the route needs (`ROUTES` below is the only
@@ -109,12 +110,17 @@ def host_name(header: str) -> str:
 
 
 def host_allowed(header: str | None, extra: Iterable[str] = ()) -> bool:
-    """Whether a request's Host names loopback (or an allowed extra name). No Host: allowed
-    (HTTP/1.0 tools; every browser sends one)."""
+    """Whether a request's Host is one a rebinding page cannot send: a loopback name or IP, a
+    single-label name (this machine's hostname, an nginx upstream such as `corral_servers`, a
+    test client's `testserver`: no public DNS answers for a name without a dot, so no attacker's
+    page can be served from one), or an allowed extra name. No Host: allowed (HTTP/1.0 tools;
+    every browser sends one)."""
     if header is None or header.strip() == "":
         return True
     name = host_name(header)
     if name == "localhost" or name.endswith(".localhost"):
+        return True
+    if name and "." not in name and ":" not in name:
         return True
     try:
         if ipaddress.ip_address(name).is_loopback:

@@ -74,11 +74,14 @@ HOST_CASES = [
     ("evil.example", False),
     ("evil.example:11434", False),
     ("localhost.evil.example", False),
-    ("evil-localhost", False),
+    ("evil-localhost.example", False),
     ("10.0.0.1", False),
     ("0.0.0.0", False),
     ("[::ffff:10.0.0.1]:1", False),
-    ("team-box", False),
+    ("team-box", True),  # single label: no public DNS name, so no rebinding page (hostname, nginx upstream)
+    ("corral_servers", True),
+    ("2130706433", True),  # dotless numeric: a browser never sends it, and it names no attacker's page
+    ("team.example", False),
     ("127.0.0.1.evil.example", False),
 ]
 
@@ -89,8 +92,8 @@ def test_host_allow_list(header, allowed):
 
 
 def test_extra_allowed_hosts():
-    assert host_allowed("team-box:11434", ["team-box"]) and host_allowed("TEAM-BOX", [" team-box "])
-    assert not host_allowed("team-box.evil", ["team-box"])
+    assert host_allowed("team.example:11434", ["team.example"]) and host_allowed("TEAM.EXAMPLE", [" team.example "])
+    assert not host_allowed("team.example.evil", ["team.example"])
     assert host_name("[::1]:80") == "::1" and host_name("Example.COM.:1") == "example.com"
 
 

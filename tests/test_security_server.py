@@ -230,8 +230,9 @@ def test_metrics_count_requests(keyed):
 
 
 def test_host_check_on_loopback(tmp_path):
-    with start_server(tmp_path / "models", env={"CORRAL_ALLOWED_HOSTS": "team-box"}) as srv:
-        for host in ("localhost", f"localhost:{srv.port}", "127.0.0.1", "[::1]:1", "a.localhost", "team-box:1"):
+    with start_server(tmp_path / "models", env={"CORRAL_ALLOWED_HOSTS": "team.example"}) as srv:
+        for host in ("localhost", f"localhost:{srv.port}", "127.0.0.1", "[::1]:1", "a.localhost", "team.example:1",
+                     "corral_servers", "my-laptop:11434"):
             r = httpx.get(srv.url + "/api/tags", headers={"Host": host})
             assert r.status_code == 200, host
         for host in ("evil.example", f"evil.example:{srv.port}", "localhost.evil.example", "10.0.0.1"):
