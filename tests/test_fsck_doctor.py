@@ -120,3 +120,34 @@ def test_doctor_fails_on_a_stopped_server():
     assert r.returncode == 1
     assert r.stdout.splitlines()[1].split(None, 2) == [
         "reachable", "fail", f"could not connect to http://127.0.0.1:{port}: is the server running?"]
+
+
+def test_doctor_with_a_stack_file(tmp_path, tiny_gguf):
+    keys_file = tmp_path / "keys.json"
+    token = kf.add(keys_file, "ops", "admin")
+    with start_server(tmp_path / "models", env={"CORRAL_KEYS_FILE": str(keys_file)}) as srv:
+        stack_file = tmp_path / "stack.yaml"
+        stack_file.write_text(
+            "version: 1\n"
+            f"targets:\n  team:\n    url: http://{srv.host_env}\n    token: ${{DOC_TOKEN}}\n"
+            f"models:\n  tiny:\n    from: {tiny_gguf}\n"
+        )
+        env = {"DOC_TOKEN": token}
+        r = stack("doctor", "-f", str(stack_file), "--format", "json", env=env)
+        checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+        assert r.returncode == 1 and checks["auth"]["status"] == "ok" and checks["auth"]["target"] == "team"
+        assert checks["model tiny:latest"]["status"] == "fail"
+        assert checks["model tiny:latest"]["detail"] == "create: not on the server (run `stack apply`)"
+
+        r = stack("apply", "-f", str(stack_file), "--auto-approve", env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = stack("doctor", "-f", str(stack_file), "--target", "team", env=env)
+        assert r.returncode == 0, r.stdout
+        rows = [line.split(None, 3) for line in r.stdout.splitlines()]
+        assert [row[1:3] for row in rows[1:]] == [["reachable", "ok"], ["version", "ok"], ["auth", "ok"],
+                                                  ["models", "ok"], ["model", "tiny:latest"], ["run", "tiny:latest"]]
+        assert r.stdout.splitlines()[5].split()[:4] == ["team", "model", "tiny:latest", "ok"]
+        assert r.stdout.splitlines()[6].split()[:5] == ["team", "run", "tiny:latest", "ok", "generated"]
+
+        r = stack("doctor", "-f", str(stack_file), env={"DOC_TOKEN": "corral_wrong"})
+        assert r.returncode == 1 and "the token of target team refused: 401 unauthorized" in r.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -42,24 +42,38 @@ def fsck(
 
 @app.command("doctor")
 def doctor(
-    host: Optional[str] = typer.Option(None, "--host", help="Server (default $OLLAMA_HOST or 127.0.0.1:11434)."),
-    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for each answer."),
+    file: Optional[str] = typer.Option(None, "-f", "--file", help="Also check the models a stack file declares."),
+    target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Only this target of the stack (repeatable)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Server, without a stack file (default $OLLAMA_HOST)."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for each answer."),
     format: str = typer.Option("text", "--format", help="text or json."),
 ) -> None:
-    """Check a server: reachable, its version, whether it needs a key and accepts CORRAL_TOKEN, its models.
+    """Check servers: reachable, version, whether a key is needed and the token accepted, the models.
 
-    Prints one row per check; exit 1 when any check fails.
+    With -f, every target of the stack file, and for each declared model: present as declared,
+    and a one-token generation answers. Exit 1 when any check fails.
     """
     if format not in ("text", "json"):
         raise CorralError(f"unknown format {format!r}: use text or json")
-    from toolchain.doctor import run_checks
+    from toolchain import doctor as checks_mod
 
-    checks = run_checks(host, timeout=timeout)
+    if file is not None:
+        from toolchain.stack.load import load
+
+        checks = checks_mod.stack_checks(load(file), target or (), timeout=timeout)
+    else:
+        if target:
+            raise CorralError("--target needs a stack file (-f)")
+        checks = checks_mod.run_checks(host, timeout=timeout)
     if format == "json":
         typer.echo(json.dumps({"ok": all(c.ok for c in checks), "checks": [c.to_json() for c in checks]}, indent=2))
     else:
         from toolchain.cli._table import table
 
-        typer.echo(table([["CHECK", "STATUS", "DETAIL"], *([c.name, c.status, c.detail] for c in checks)]), nl=False)
+        if file is not None:
+            rows = [["TARGET", "CHECK", "STATUS", "DETAIL"], *([c.target, c.name, c.status, c.detail] for c in checks)]
+        else:
+            rows = [["CHECK", "STATUS", "DETAIL"], *([c.name, c.status, c.detail] for c in checks)]
+        typer.echo(table(rows), nl=False)
     if not all(c.ok for c in checks):
         raise typer.Exit(1)
