@@ -118,3 +118,40 @@ def test_kill_anywhere_loses_nothing(tmp_path: Path, tiny_gguf: Path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip().endswith(": clean")
     assert fsck(models).leftovers == []
+
+
+FAILPOINTS = Path(__file__).resolve().parents[1] / "support" / "failpoints"
+# A create of a new name writes two new blobs' worth of steps at least (its system blob, then its
+# manifest): each is fsync(temp), rename, fsync(directory). Every (point, n) below falls inside it.
+NAMED = [(when, "fsync", n) for when in ("before", "after") for n in (1, 2, 3, 4)] + [
+    ("after", "replace", n) for n in (1, 2)]
+
+
+@pytest.mark.timeout(900)
+def test_kill_at_named_points_of_a_create(tmp_path: Path, tiny_gguf: Path):
+    """SIGKILL just before an fsync (data written, not durable), just after it, and just after a
+    rename, at each such call of one create (system blob, then manifest): fsck is clean after
+    each, and the create succeeds when run again."""
+    models = tmp_path / "models"
+    data = tiny_gguf.read_bytes()
+    gguf_digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with start_server(models) as srv:
+        assert httpx.post(f"{srv.url}/api/blobs/{gguf_digest}", content=data).status_code == 201
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(FAILPOINTS), os.environ.get("PYTHONPATH", "")]))}
+    killed = 0
+    for i, (when, name, n) in enumerate(NAMED):
+        op = ("create", f"named{i}", f"system prompt {i}")
+        with start_server(models, env={**env, "CORRAL_KILL_AT": f"{when}:{name}:{n}"}) as srv:
+            try:
+                run_op(srv.url, gguf_digest, op)
+            except httpx.HTTPError:
+                srv.proc.wait(timeout=30)  # killed mid-request
+            killed += srv.proc.poll() == -signal.SIGKILL
+        report = fsck(models)
+        assert report.clean, (when, name, n, report.errors)
+        with start_server(models) as srv:
+            assert run_op(srv.url, gguf_digest, op) == 200, (when, name, n)
+            r = httpx.post(f"{srv.url}/api/show", json={"model": op[1]})
+            assert r.status_code == 200 and r.json()["system"] == op[2]
+        assert fsck(models).clean
+    assert killed == len(NAMED)  # every named point was reached
