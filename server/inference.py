@@ -92,6 +92,7 @@ class Engine:
     def __init__(self, scheduler: Scheduler, store: Any) -> None:
         self.scheduler = scheduler
         self.store = store
+        self.observer: Any = None  # server.observe.Metrics: told about every finished generation
 
     # -- model resolution ----------------------------------------------------------------------
 
@@ -187,12 +188,15 @@ class Engine:
                 if n > lease.num_ctx:
                     raise RequestError(PROMPT_TOO_LONG, 400)
             final_chunk = None
+            first_text_ns = 0
             tools = model_source.tool_parser(model, job.tools) if job.tools else None
             stream = None
             try:
                 stream = await runner.completion(request)
                 async for chunk in stream:
                     text = chunk.text
+                    if text and not first_text_ns:
+                        first_text_ns = now_ns()
                     if tools is not None and text:
                         text, calls = tools.feed(text)
                         if calls:
@@ -217,7 +221,13 @@ class Engine:
                 rest = tools.finish()
                 if rest:
                     yield ("text", rest)
-            yield ("done", _final(final_chunk, started, load_ns, job))
+            final = _final(final_chunk, started, load_ns, job)
+            if self.observer is not None:
+                self.observer.record_generation(
+                    model.short, prompt_tokens=final.prompt_eval_count, generated_tokens=final.eval_count,
+                    ttft_seconds=(first_text_ns - started) / 1e9 if first_text_ns else None,
+                    load_wait_seconds=load_ns / 1e9)
+            yield ("done", final)
         finally:
             lease.release()
 

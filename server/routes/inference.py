@@ -67,6 +67,7 @@ def engine(request: Request) -> Engine:
         from server import model_source
 
         eng = state.engine = model_source.make_engine(state)
+        eng.observer = getattr(state, "metrics", None)  # server.observe: tokens and TTFT by model
     return eng
 
 
