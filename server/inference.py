@@ -45,6 +45,10 @@ class Final:
     eval_count: int = 0
     eval_duration: int = 0
     context: Optional[list[int]] = None
+    # The whole prompt and the part of it reused from the KV cache (OpenAI's usage counts every
+    # prompt token; Ollama's prompt_eval_count only the evaluated ones). Not native metrics.
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
 
     def metrics(self) -> dict[str, int]:
         """The six metric keys, omitted when zero (Go's omitempty)."""
@@ -257,6 +261,8 @@ def _final(chunk: Any, started: int, load_ns: int, job: TextJob) -> Final:
         final.prompt_eval_duration = stats.prompt_eval_duration
         final.eval_count = stats.eval_count
         final.eval_duration = stats.eval_duration
+        final.prompt_tokens = getattr(stats, "prompt_tokens", 0)
+        final.cached_tokens = getattr(stats, "cached_tokens", 0)
     if job.kind == "generate" and not job.raw:
         final.context = getattr(chunk, "context", None)
     return final
