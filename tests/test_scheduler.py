@@ -13,7 +13,8 @@ import math
 
 import pytest
 
-from server.scheduler import QUEUE_FULL, LoadSpec, ModelRef, QueueFull, Scheduler, SchedulerError, Settings, \
+from server.runner.types import LoadSpec
+from server.scheduler import QUEUE_FULL, ModelRef, QueueFull, Scheduler, SchedulerError, Settings, \
     settings_from_env
 
 
