@@ -65,3 +65,7 @@ from toolchain.cli import registry_cmd as _registry_cmd  # noqa: E402,F401  (sta
 from toolchain.cli import stack_cmd as _stack_cmd  # noqa: E402  (stack plan/apply/diff/init/schema)
 
 _stack_cmd.register(app)
+
+from toolchain.cli import render_cmd as _render_cmd  # noqa: E402  (stack render)
+
+_render_cmd.register(app)

@@ -14,6 +14,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from toolchain.render.model import ProxyConfig, WebUIConfig
+
 DEFAULT_TARGET_URL = "http://127.0.0.1:11434"
 
 
@@ -99,29 +101,6 @@ class Model(_Strict):
         return self
 
 
-class WebUI(_Strict):
-    """Open WebUI in front of the servers (rendered by the render commands)."""
-
-    enabled: bool = False
-    port: int = Field(3000, ge=1, le=65535)
-    default_models: list[str] = Field(default_factory=list, description="Models preselected in new chats.")
-    task_model: Optional[str] = Field(None, description="Small model used for titles and tags.")
-
-
-class Proxy(_Strict):
-    """The nginx edge in front of the servers (rendered by the render commands)."""
-
-    enabled: bool = False
-    listen: str = Field("443", description="nginx listen directive value, e.g. 443 or 127.0.0.1:8443.")
-    server_name: Optional[str] = None
-    tls_certificate: Optional[str] = None
-    tls_certificate_key: Optional[str] = None
-    tokens: dict[str, str] = Field(
-        default_factory=dict, description="Client name -> bearer token (use ${ENV_VAR})."
-    )
-    rate_limit: Optional[str] = Field(None, description="Per-client request rate, nginx syntax, e.g. 10r/s.")
-
-
 class Stack(_Strict):
     """A `stack.yaml` file."""
 
@@ -133,15 +112,15 @@ class Stack(_Strict):
     prune: bool = Field(False, description="Delete models present on a server but not named in the stack.")
     runtime: Runtime = Field(default_factory=Runtime)
     models: dict[str, Model] = Field(default_factory=dict, description="Models by name (case-insensitive).")
-    web: WebUI = Field(default_factory=WebUI)
-    proxy: Proxy = Field(default_factory=Proxy)
+    proxy: Optional[ProxyConfig] = Field(None, description="nginx in front of the targets (`stack render`).")
+    webui: Optional[WebUIConfig] = Field(None, description="Open WebUI beside the servers (`stack render`).")
 
     @model_validator(mode="before")
     @classmethod
     def _empty_sections(cls, data: Any) -> Any:
         """A section with every entry commented out (`models:` alone) reads as empty."""
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if not (v is None and k in ("targets", "runtime", "models", "web", "proxy"))}
+            return {k: v for k, v in data.items() if not (v is None and k in ("targets", "runtime", "models", "webui", "proxy"))}
         return data
 
 
