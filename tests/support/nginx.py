@@ -52,6 +52,7 @@ class Nginx:
 
     def start(self) -> "Nginx":
         assert NGINX is not None, "nginx is not installed"
+        assert self.proc is None or self.proc.poll() is not None, "this nginx is already running"
         (self.prefix / "var").mkdir(exist_ok=True)
         directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
         self.proc = subprocess.Popen(
@@ -86,7 +87,10 @@ class Nginx:
             proc.wait(timeout=10)
 
     def __enter__(self) -> "Nginx":
-        return self.start()
+        """Starts nginx unless this object already runs it (then the `with` only stops it)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
