@@ -42,7 +42,7 @@ ENV = {
 }
 
 
-def _stack(replica: str, proxy_port: int, webui_port: int, key_file: Path) -> str:
+def _stack(replica: str, proxy_port: int, webui_port: int, key_file: Path, helper: str = "Helper") -> str:
     return textwrap.dedent(
         f"""\
         version: 1
@@ -61,12 +61,13 @@ def _stack(replica: str, proxy_port: int, webui_port: int, key_file: Path) -> st
           client: webui
           admin_email: {ADMIN_EMAIL}
           admin_password_env: WEBUI_ADMIN_PASSWORD
+          admin_key_env: WEBUI_ADMIN_KEY
           secret_key_file: {key_file}
           default_models: [helper]
           presets:
             - id: helper
               model: tiny
-              name: Helper
+              name: {helper}
               description: Answers briefly
               system: You answer in one short sentence.
               params: {{temperature: 0.1, num_predict: 8}}
@@ -78,8 +79,10 @@ def _stack(replica: str, proxy_port: int, webui_port: int, key_file: Path) -> st
 class Team:
     """The running team server: replica, nginx (API + UI host), Open WebUI; where its files are."""
 
-    def __init__(self, root: Path, nginx: Nginx, webui: OpenWebUI) -> None:
+    def __init__(self, root: Path, nginx: Nginx, webui: OpenWebUI, stack_args: tuple) -> None:
         self.root = root
+        self.stack = root / "stack.yaml"
+        self.stack_args = stack_args
         self.rendered = root / "rendered"
         self.nginx = nginx
         self.webui = webui
@@ -100,6 +103,7 @@ def team(tmp_path_factory, tiny_gguf):
     mp = pytest.MonkeyPatch()
     for key, value in ENV.items():
         mp.setenv(key, value)
+    mp.delenv("WEBUI_ADMIN_KEY", raising=False)  # no UI yet, so no key: the first apply only warns
     server = start_server(root / "models")
     nginx = webui = None
     try:
@@ -108,14 +112,15 @@ def team(tmp_path_factory, tiny_gguf):
         key_file.write_text("0123456789abcdef0123456789abcdef\n")
         proxy_port, webui_port = free_port(), free_port()
         stack = root / "stack.yaml"
-        stack.write_text(_stack(server.host_env, proxy_port, webui_port, key_file))
+        stack_args = (server.host_env, proxy_port, webui_port, key_file)
+        stack.write_text(_stack(*stack_args))
         assert main(["apply", "-f", str(stack), "--auto-approve"]) == 0
         assert main(["render", "-f", str(stack)]) == 0
         nginx = Nginx(root / "rendered" / "nginx", proxy_port).start()
         ui_dir = root / "rendered" / "open-webui"
         env = {**read_env_file(ui_dir / "open-webui.env"), **read_env_file(ui_dir / "secrets.env")}
         webui = OpenWebUI(env, root / "webui-data", webui_port).start()
-        yield Team(root, nginx, webui)
+        yield Team(root, nginx, webui, stack_args)
     finally:
         if webui is not None:
             webui.stop()
@@ -193,3 +198,36 @@ def test_the_rendered_models_json_is_what_open_webuis_sync_accepts(team):
         )
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_stack_plan_and_apply_reconcile_the_presets_with_an_admin_api_key(team, monkeypatch, capsys):
+    with team.ui() as ui:
+        session = _auth(team.signin(ui)["token"])
+        r = ui.post("/api/v1/auths/api_key", headers=session)
+        assert r.status_code == 200, r.text
+        key = r.json()["api_key"]
+        # The rendered env limits API keys to the model routes: the key cannot read users.
+        assert ui.get("/api/v1/users/", headers=_auth(key)).status_code == 403
+        stray = {"id": "stray", "name": "Made by hand", "meta": {}, "params": {}, "base_model_id": "tiny:latest"}
+        assert ui.post("/api/v1/models/create", json=stray, headers=session).status_code == 200
+    monkeypatch.setenv("WEBUI_ADMIN_KEY", key)
+    team.stack.write_text(_stack(*team.stack_args, helper="Helper v2"))
+    capsys.readouterr()
+
+    assert main(["plan", "-f", str(team.stack), "--detailed-exitcode"]) == 2
+    out = capsys.readouterr().out
+    assert f"Open WebUI presets at http://localhost:{team.nginx.port}:" in out
+    assert "  ~ helper (name)\n" in out and "  - stray\n" in out
+
+    assert main(["apply", "-f", str(team.stack), "--auto-approve"]) == 0
+    out = capsys.readouterr().out
+    assert "Open WebUI presets synced: 2 change(s)." in out
+    with team.ui() as ui:
+        records = {m["id"]: m for m in ui.get("/api/v1/models/all", headers=_auth(key)).json()}
+    assert set(records) == {"helper"} and records["helper"]["name"] == "Helper v2"
+
+    assert main(["plan", "-f", str(team.stack), "--detailed-exitcode"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    monkeypatch.setenv("WEBUI_ADMIN_KEY", "sk-0000000000000000000000000000dead")
+    assert main(["apply", "-f", str(team.stack), "--auto-approve"]) == 1
+    assert "refused the admin key in WEBUI_ADMIN_KEY (401" in capsys.readouterr().err

@@ -25,6 +25,9 @@ ENV = "open-webui/open-webui.env"
 SECRETS_ENV = "open-webui/secrets.env"
 MODELS = "open-webui/models.json"
 
+# The routes `stack plan` (GET .../all) and `stack apply` (POST .../sync) call with the admin key.
+SYNC_ENDPOINTS = "/api/v1/models"
+
 _HEADER = "# Rendered by Corral (`stack render`) from the stack file. Do not edit.\n"
 
 
@@ -103,6 +106,11 @@ def render(inp: RenderInput) -> dict[str, str]:
     if ui.task_model:
         env.append(_line("TASK_MODEL", ui_id(ui.task_model)))
     env.append(_line("MODEL_ORDER_LIST", json.dumps(_order(inp, ui))))
+    if ui.admin_key_env:
+        # `stack apply` syncs presets with an admin's API key; API keys reach the model routes only.
+        env.append(_line("ENABLE_API_KEYS", "true"))
+        env.append(_line("ENABLE_API_KEYS_ENDPOINT_RESTRICTIONS", "true"))
+        env.append(_line("API_KEYS_ALLOWED_ENDPOINTS", SYNC_ENDPOINTS))
     return {ENV: "".join(env), MODELS: json.dumps(models_body(inp), indent=2) + "\n"}
 
 
