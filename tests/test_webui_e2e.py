@@ -13,6 +13,7 @@ has not been run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import textwrap
@@ -79,8 +80,9 @@ def _stack(replica: str, proxy_port: int, webui_port: int, key_file: Path, helpe
 class Team:
     """The running team server: replica, nginx (API + UI host), Open WebUI; where its files are."""
 
-    def __init__(self, root: Path, nginx: Nginx, webui: OpenWebUI, stack_args: tuple) -> None:
+    def __init__(self, root: Path, server, nginx: Nginx, webui: OpenWebUI, stack_args: tuple) -> None:  # noqa: ANN001
         self.root = root
+        self.server = server
         self.stack = root / "stack.yaml"
         self.stack_args = stack_args
         self.rendered = root / "rendered"
@@ -120,7 +122,7 @@ def team(tmp_path_factory, tiny_gguf):
         ui_dir = root / "rendered" / "open-webui"
         env = {**read_env_file(ui_dir / "open-webui.env"), **read_env_file(ui_dir / "secrets.env")}
         webui = OpenWebUI(env, root / "webui-data", webui_port).start()
-        yield Team(root, nginx, webui, stack_args)
+        yield Team(root, server, nginx, webui, stack_args)
     finally:
         if webui is not None:
             webui.stop()
@@ -231,3 +233,27 @@ def test_stack_plan_and_apply_reconcile_the_presets_with_an_admin_api_key(team, 
     monkeypatch.setenv("WEBUI_ADMIN_KEY", "sk-0000000000000000000000000000dead")
     assert main(["apply", "-f", str(team.stack), "--auto-approve"]) == 1
     assert "refused the admin key in WEBUI_ADMIN_KEY (401" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_gemma_answers_a_question_asked_in_open_webui(team, gemma_gguf):
+    """A real model: the answer Open WebUI returns is Gemma's, generated behind nginx."""
+    data = gemma_gguf.read_bytes()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with httpx.Client(base_url=team.server.url, timeout=300) as direct:
+        assert direct.post(f"/api/blobs/{digest}", content=data).status_code in (200, 201)
+        r = direct.post("/api/create", json={"model": "gemma3:270m", "files": {"gemma.gguf": digest}, "stream": False})
+        assert r.status_code == 200, r.text
+    with team.ui() as ui:
+        token = team.signin(ui)["token"]
+        ids = {m["id"] for m in ui.get("/api/models", headers=_auth(token)).json()["data"]}
+        assert "gemma3:270m" in ids
+        body = {
+            "model": "gemma3:270m",
+            "messages": [{"role": "user", "content": "What is the capital of France? Answer with one word."}],
+            "stream": False,
+            "params": {"temperature": 0, "num_predict": 16},
+        }
+        r = ui.post("/api/chat/completions", json=body, headers=_auth(token))
+        assert r.status_code == 200, r.text
+        assert "paris" in r.json()["choices"][0]["message"]["content"].lower()
