@@ -59,6 +59,12 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.state.registry_store = RegistryStore(app.state.store)
     app.include_router(registry_router)
     app.include_router(pull_push_router)
+
+    from server import cors
+    from server.openai import routes as openai_routes
+
+    openai_routes.install(app)  # /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models
+    cors.install(app, config.origins)  # OLLAMA_ORIGINS
     return app
 
 

@@ -94,6 +94,7 @@ class Config:
     host: str = setting("OLLAMA_HOST", parse_host, "IP address and port for the server (default 127.0.0.1:11434)")
     models: Path = setting("OLLAMA_MODELS", parse_models, "The path to the models directory (default ~/.ollama/models)")
     noprune: bool = setting("OLLAMA_NOPRUNE", parse_bool, "Do not prune model blobs on startup or after delete")
+    origins: str = setting("OLLAMA_ORIGINS", parse_str, "A comma separated list of allowed origins")
     # inference (server.scheduler)
     keep_alive: float = setting("OLLAMA_KEEP_ALIVE", parse_keep_alive_env,
                                 "The duration that models stay loaded in memory (default \"5m\")")

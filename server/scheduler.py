@@ -322,6 +322,11 @@ class Scheduler:
             await self._retire(victim)
 
     def _unload_soon(self, entry: _Entry) -> None:
+        """Unload an idle runner. It leaves the map at once, so a request arriving before the
+        process has exited loads a new runner instead of attaching to the closing one."""
+        entry.retiring = True
+        if self._loaded.get(_key(entry.spec)) is entry:
+            del self._loaded[_key(entry.spec)]
         task = asyncio.get_running_loop().create_task(self._close(entry))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
