@@ -55,10 +55,27 @@ def plan(
     presets = _presets(loaded) if fmt == "text" and not target else None
     if presets is not None:
         typer.echo("\n" + presets.text(), nl=False)
+    rendered = _rendered_changes(loaded) if fmt == "text" and not target else []
+    if rendered:
+        typer.echo("\nRendered files that `stack render` would change:")
+        for action, rel in rendered:
+            typer.echo(f"  {_RENDER_SYMBOLS[action]} {rel}")
     if out is not None and fmt == "text":
         typer.echo(f"\nSaved the plan to {out}; apply exactly it with: stack apply {out}")
-    if detailed_exitcode and (render_plan.has_changes(plans) or (presets is not None and presets.changes)):
+    if detailed_exitcode and (
+        render_plan.has_changes(plans) or (presets is not None and presets.changes) or rendered
+    ):
         raise typer.Exit(2)
+
+
+_RENDER_SYMBOLS = {"create": "+", "update": "~", "delete": "-"}
+
+
+def _rendered_changes(loaded):  # noqa: ANN001, ANN202
+    """The rendered edge files (nginx, Open WebUI, compose, systemd) that differ from the stack."""
+    from toolchain.render.from_stack import render_changes
+
+    return render_changes(loaded)
 
 
 def _presets(loaded):  # noqa: ANN001, ANN202
