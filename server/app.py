@@ -50,6 +50,14 @@ def create_app(config: Config | None = None) -> FastAPI:
     from server.routes import inference
 
     inference.install(app)  # generate, chat, embed, embeddings, ps; unloads models on shutdown
+
+    from server.registry.routes import router as registry_router
+    from server.registry.storage import RegistryStore
+    from server.routes.pull_push import router as pull_push_router
+
+    app.state.registry_store = RegistryStore(app.state.store)
+    app.include_router(registry_router)
+    app.include_router(pull_push_router)
     return app
 
 

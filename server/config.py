@@ -79,6 +79,11 @@ def parse_load_timeout(raw: str) -> float | None:
     return seconds if seconds > 0 else None
 
 
+def parse_bool_default_true(raw: str) -> bool:
+    """Like `parse_bool`, but unset means on."""
+    return parse_bool(raw) if raw else True
+
+
 def setting(env: str, parse: Callable[[str], Any], help: str) -> Any:
     """Declare a Config field read from `env` with `parse` (given the cleaned string, "" when unset)."""
     return field(default_factory=lambda: parse(""), metadata={"env": env, "parse": parse, "help": help})
@@ -101,6 +106,11 @@ class Config:
                                          "How long to allow model loads to stall before giving up (default \"5m\")")
     context_length: int = setting("OLLAMA_CONTEXT_LENGTH", parse_uint(0),
                                   "Context length to use unless otherwise specified (default 0 = 4096)")
+    registry_push: bool = setting(
+        "CORRAL_REGISTRY_PUSH",
+        parse_bool_default_true,
+        "Accept pushes to this server's /v2/ registry (default on; 0/false answers 403 to every upload)",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Config":

@@ -60,3 +60,8 @@ from toolchain.cli import run_cmd as _run_cmd  # noqa: E402,F401  (stack run, ps
 from toolchain.cli.modelfile_cmd import app as _modelfile_app  # noqa: E402
 
 app.add_typer(_modelfile_app, name="modelfile")  # stack modelfile fmt|check
+from toolchain.cli import registry_cmd as _registry_cmd  # noqa: E402,F401  (stack pull, stack push)
+
+from toolchain.cli import stack_cmd as _stack_cmd  # noqa: E402  (stack plan/apply/diff/init/schema)
+
+_stack_cmd.register(app)

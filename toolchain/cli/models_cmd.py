@@ -26,6 +26,8 @@ def _err(text: str) -> None:
 @app.command("serve")
 def serve(
     env: bool = typer.Option(False, "--env", help="List the environment variables the server reads, and exit."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Start with this stack's runtime settings."),
+    apply: bool = typer.Option(False, "--apply", help="Apply the stack's models once the server answers."),
 ) -> None:
     """Start the Ollama-compatible model server.
 
@@ -38,7 +40,12 @@ def serve(
         for name, text in describe():
             print(f"      {name:<27}   {text}")
         return
+    import os
+
     from server.serve import run
+    from toolchain.stack.serving import prepare_serve
+
+    prepare_serve(str(file) if file else None, apply, os.environ, _err)  # type: ignore[arg-type]
 
     run()
 

@@ -1,0 +1,101 @@
+"""What the registry needs from the store, on top of `server.store.Store`.
+
+Pull, push and the /v2/ routes reach the disk only through `RegistryStore`, which uses
+the Store's API for everything that becomes visible: a blob enters the store only
+through `Store.write_blob(..., expected=digest)` (hashed while written, renamed into
+place only if it matches) and a manifest only through `Store.write_manifest` with the
+bytes exactly as received (which also refuses a manifest whose blobs are missing).
+
+What the Store has no notion of lives here, next to its files:
+
+* ``blobs/sha256-<hex>-partial``: an interrupted download, kept so the next attempt
+  resumes it with ``Range`` (Ollama's name; the Store's listing, prune and cleanup
+  ignore it because it is not a ``sha256-<hex>`` name nor a ``.tmp-`` file);
+* ``blobs/.uploads/<session>``: the bytes of a push this server is receiving.
+
+Adopting a verified file costs one copy (Store.write_blob streams from it): the Store
+has no "rename this file in after checking it" primitive, and the registry does not
+add one behind its back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from server.errors import BlobNotFound, DigestMismatch, ModelNotFound
+from server.registry.errors import RegistryError
+from server.registry.protocol import digest_of
+from server.store import Store
+from toolchain.names import DEFAULT_HOST, Name
+
+__all__ = ["RegistryStore"]
+
+
+class RegistryStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.root = store.root
+
+    # -- blobs ----------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        return self.store.blob_path(digest)
+
+    def blob_size(self, digest: str) -> int | None:
+        try:
+            return self.store.blob_size(digest)
+        except BlobNotFound:
+            return None
+
+    def partial_path(self, digest: str) -> Path:
+        path = self.store.blob_path(digest)
+        return path.with_name(path.name + "-partial")
+
+    def uploads_dir(self) -> Path:
+        path = self.store.blobs_dir / ".uploads"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def adopt_blob(self, staged: Path, digest: str) -> None:
+        """Store the file `staged` as blob `digest` if its bytes hash to it; `staged` is removed.
+
+        Raises `DigestMismatch` (nothing stored) otherwise.
+        """
+        try:
+            with staged.open("rb") as f:
+                self.store.write_blob(f, expected=digest)
+        finally:
+            staged.unlink(missing_ok=True)
+
+    # -- manifests ------------------------------------------------------------------
+
+    def read_manifest(self, name: Name) -> bytes | None:
+        try:
+            return self.store.read_manifest(name).raw
+        except ModelNotFound:
+            return None
+
+    def write_manifest(self, name: Name, raw: bytes) -> None:
+        """Write manifest bytes as received, under the name's lock (blocking: call in a thread)."""
+        with self.store.lock(name):
+            self.store.write_manifest(name, raw)
+
+    def repository_manifests(self, namespace: str, model: str) -> Iterator[tuple[str, bytes]]:
+        """(tag, bytes) of every local model ``namespace/model:*`` (default host), case-insensitively."""
+        want = (DEFAULT_HOST, namespace.casefold(), model.casefold())
+        for entry in self.store.list():
+            n = entry.name
+            if (n.host.casefold(), n.namespace.casefold(), n.model.casefold()) == want:
+                yield n.tag, entry.manifest.raw
+
+    def manifest_by_digest(self, namespace: str, model: str, digest: str) -> bytes | None:
+        for _tag, raw in self.repository_manifests(namespace, model):
+            if digest_of(raw) == digest:
+                return raw
+        return None
+
+
+def mismatch(exc: DigestMismatch) -> RegistryError:
+    """Ollama's pull wording for a blob whose bytes do not hash to its digest."""
+    return RegistryError(f"digest mismatch, file must be downloaded again: want {exc.expected}, got {exc.got}")

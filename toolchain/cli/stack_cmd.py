@@ -1,0 +1,198 @@
+"""`stack plan|apply|diff|init|schema`: the stack file commands.
+
+Exit codes: 0 success; 1 error; with `--detailed-exitcode`, 2 when the plan has changes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from toolchain.errors import CorralError
+
+FORMATS = ("text", "json", "markdown")
+DEFAULT_FILE = "stack.yaml"
+
+
+def _render(plans, fmt: str, stack_path: str = "", title: str = "Corral plan") -> str:  # noqa: ANN001
+    from toolchain.stack import render_plan
+
+    if fmt == "json":
+        return render_plan.render_json(plans, stack_path)
+    if fmt == "markdown":
+        return render_plan.render_markdown(plans, title)
+    return render_plan.render_text(plans)
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise CorralError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
+    return fmt
+
+
+def plan(
+    file: Path = typer.Option(Path(DEFAULT_FILE), "-f", "--file", help="The stack file."),
+    target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Plan only this target (repeatable)."),
+    fmt: str = typer.Option("text", "--format", help="text, json or markdown."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Save the plan (JSON) for `stack apply PLAN`."),
+    detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="Exit 2 when there are changes."),
+) -> None:
+    """Show what `stack apply` would change on each target server."""
+    from toolchain.stack import render_plan
+    from toolchain.stack.load import load
+    from toolchain.stack.targets import plan_stack
+
+    _check_format(fmt)
+    loaded = load(file)
+    plans = plan_stack(loaded, target or ())
+    if out is not None:
+        out.write_text(render_plan.render_json(plans, str(file)), encoding="utf-8")
+    typer.echo(_render(plans, fmt, str(file)), nl=False)
+    if out is not None and fmt == "text":
+        typer.echo(f"\nSaved the plan to {out}; apply exactly it with: stack apply {out}")
+    if detailed_exitcode and render_plan.has_changes(plans):
+        raise typer.Exit(2)
+
+
+def apply(
+    plan_file: Optional[Path] = typer.Argument(None, help="A plan saved by `stack plan --out` (applied exactly)."),
+    file: Path = typer.Option(Path(DEFAULT_FILE), "-f", "--file", help="The stack file."),
+    target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Apply only to this target (repeatable)."),
+    auto_approve: bool = typer.Option(False, "--auto-approve", help="Do not ask for confirmation."),
+    lock_timeout: float = typer.Option(0.0, "--lock-timeout", help="Seconds to wait for another apply to finish."),
+) -> None:
+    """Make the target servers match the stack (or perform a saved plan)."""
+    from toolchain.stack import render_plan
+    from toolchain.stack.apply import ApplyResult, apply_plan
+    from toolchain.stack.load import load
+    from toolchain.stack.targets import Target, plan_stack, targets
+
+    if plan_file is not None:
+        try:
+            doc = json.loads(plan_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CorralError(f"cannot read saved plan {plan_file}: {exc}") from None
+        plans = render_plan.from_document(doc)
+        if target:
+            plans = [p for p in plans if p.target in target]
+        tokens = _tokens(Path(doc.get("stack") or file))
+        clients = {p.target: Target(p.target, p.url, tokens.get(p.target)) for p in plans}
+        saved = True
+    else:
+        loaded = load(file)
+        plans = plan_stack(loaded, target or ())
+        clients = {t.name: t for t in targets(loaded, target or ())}
+        saved = False
+    typer.echo(render_plan.render_text(plans), nl=False)
+    if not render_plan.has_changes(plans) and not any(c.desired and c.desired.preload for p in plans for c in p.changes):
+        return
+    if render_plan.has_changes(plans) and not (auto_approve or saved):
+        if not sys.stdin.isatty():
+            raise CorralError("refusing to apply without confirmation: stdin is not a terminal; use --auto-approve")
+        if not typer.confirm("\nApply these changes?", default=False):
+            raise CorralError("apply cancelled; nothing was changed")
+    results = [ApplyResult(p.target) for p in plans]
+    try:
+        for p, result in zip(plans, results):
+            with clients[p.target].client() as client:
+                apply_plan(p, client, echo=typer.echo, saved=saved, lock_timeout=lock_timeout,
+                           progress=sys.stderr, result=result)
+            for warning in result.warnings:
+                typer.echo(f"Warning: {warning}", err=True)
+    except KeyboardInterrupt:
+        done = sum(len(r.done) for r in results)
+        typer.echo(f"\nInterrupted after {done} change(s); every model is either old or new. "
+                   "Run `stack plan` to see what remains.", err=True)
+        raise typer.Exit(130)
+    done, total = sum(len(r.done) for r in results), sum(len(p.pending) for p in plans)
+    typer.echo(f"\nApply complete: {done} of {total} change(s) made.")
+
+
+def _tokens(stack_file: Path) -> dict[str, Optional[str]]:
+    """Target tokens for a saved plan, from its stack file (saved plans never hold secrets).
+
+    Only the tokens' variables must be set: the rest of the stack is not needed to apply.
+    """
+    from toolchain.stack.load import WorkTree, load_text
+
+    if not stack_file.is_file():
+        return {}
+    tree, rel = WorkTree.for_file(stack_file)
+    loaded = load_text(tree.read_text(rel), tree, rel, strict_env=False)
+    tokens = {}
+    for name, target in loaded.stack.targets.items():
+        if target.token and "${" in target.token:
+            var = target.token.split("${", 1)[1].split("}", 1)[0].split(":-", 1)[0]
+            raise loaded.error(f"environment variable {var} is not set", "targets", name, "token")
+        tokens[name] = target.token
+    return tokens
+
+
+def diff(
+    base: str = typer.Argument("HEAD", help="The git revision to compare from."),
+    head: Optional[str] = typer.Argument(None, help="The git revision to compare to (default: the working tree)."),
+    file: Path = typer.Option(Path(DEFAULT_FILE), "-f", "--file", help="The stack file (path in the repository)."),
+    fmt: str = typer.Option("text", "--format", help="text, json or markdown."),
+    detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="Exit 2 when models change."),
+) -> None:
+    """Which models a change to the stack or its Modelfiles touches, and how (git only, no server)."""
+    from toolchain.stack.gitdiff import diff_revisions
+
+    _check_format(fmt)
+    result = diff_revisions(file, base, head)
+    typer.echo(_render([result], fmt, str(file), title=f"Corral stack diff {result.target}"), nl=False)
+    if detailed_exitcode and result.pending:
+        raise typer.Exit(2)
+
+
+def lock(
+    file: Path = typer.Option(Path(DEFAULT_FILE), "-f", "--file", help="The stack file."),
+    update: bool = typer.Option(False, "--update", help="Re-resolve pinned references too."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the new pins without writing them."),
+) -> None:
+    """Pin pulled models to the manifest digest their registry serves now (comments kept)."""
+    from toolchain.stack.pin import lock_file
+
+    changes = lock_file(file, update=update, dry_run=dry_run)
+    for c in changes:
+        typer.echo(f"{c.model}: {c.before} → {c.after}")
+    if not changes:
+        typer.echo("Every pulled model is pinned." if not update else "Every pin matches its registry.")
+    elif dry_run:
+        typer.echo(f"(dry run: {file} not changed)")
+    else:
+        typer.echo(f"Wrote {len(changes)} pin(s) to {file}.")
+
+
+def init(
+    path: Path = typer.Argument(Path(DEFAULT_FILE), help="Where to write the starter stack."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write a commented starter stack file."""
+    from toolchain.stack.starter import STARTER
+
+    if path.exists() and not force:
+        raise CorralError(f"{path} already exists; use --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(STARTER, encoding="utf-8")
+    typer.echo(f"Wrote {path}. Edit it, then run: stack plan -f {path}")
+
+
+def schema() -> None:
+    """Print the JSON Schema of stack files (for editors)."""
+    from toolchain.stack.schema import json_schema_text
+
+    typer.echo(json_schema_text(), nl=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)
+    app.command("apply")(apply)
+    app.command("diff")(diff)
+    app.command("lock")(lock)
+    app.command("init")(init)
+    app.command("schema")(schema)

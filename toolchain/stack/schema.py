@@ -1,0 +1,140 @@
+"""The stack file's schema: pydantic models of `stack.yaml` (pure; no I/O).
+
+A stack declares the target servers, the models each server must hold, whether models
+the stack does not name are pruned, the runtime settings `stack serve` starts with, and
+the web UI / proxy section the renderers use. Unknown keys are errors (`extra="forbid"`),
+so a typo never silently does nothing; `toolchain.stack.load` turns pydantic's errors
+into `file:line key: message` lines. `stack schema` prints `json_schema()`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_TARGET_URL = "http://127.0.0.1:11434"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Target(_Strict):
+    """One server the stack is applied to (an Ollama or a `stack serve`)."""
+
+    url: str = Field(DEFAULT_TARGET_URL, description="Base URL of the server's Ollama API.")
+    token: Optional[str] = Field(
+        None, description="Bearer token sent to the server; write it as ${ENV_VAR}, never inline."
+    )
+
+
+class Runtime(_Strict):
+    """Settings `stack serve -f stack.yaml` starts with (environment variables still win)."""
+
+    num_parallel: Optional[int] = Field(None, ge=1, description="Parallel requests per loaded model (OLLAMA_NUM_PARALLEL).")
+    max_loaded_models: Optional[int] = Field(None, ge=1, description="Models kept in memory at once (OLLAMA_MAX_LOADED_MODELS).")
+    keep_alive: Optional[Union[str, int]] = Field(None, description="Default keep-alive, e.g. 5m, 1h, -1 (OLLAMA_KEEP_ALIVE).")
+    max_queue: Optional[int] = Field(None, ge=1, description="Requests waiting before the server answers 503 (OLLAMA_MAX_QUEUE).")
+    context_length: Optional[int] = Field(None, ge=1, description="Default context length (OLLAMA_CONTEXT_LENGTH).")
+
+    def environment(self) -> dict[str, str]:
+        """The OLLAMA_* variables these settings stand for (only the ones set)."""
+        names = {
+            "num_parallel": "OLLAMA_NUM_PARALLEL",
+            "max_loaded_models": "OLLAMA_MAX_LOADED_MODELS",
+            "keep_alive": "OLLAMA_KEEP_ALIVE",
+            "max_queue": "OLLAMA_MAX_QUEUE",
+            "context_length": "OLLAMA_CONTEXT_LENGTH",
+        }
+        return {env: str(getattr(self, key)) for key, env in names.items() if getattr(self, key) is not None}
+
+
+class Model(_Strict):
+    """One model the servers must hold: built from a Modelfile and/or a base, or pulled."""
+
+    modelfile: Optional[str] = Field(
+        None, description="Path of a Modelfile, relative to the stack file; must stay inside the repository."
+    )
+    from_: Optional[str] = Field(
+        None,
+        alias="from",
+        description=(
+            "Base of the model: a local GGUF file (a path: ./x.gguf, ../x, /abs, ~/x; relative to the stack file) "
+            "or a model name. Replaces the Modelfile's FROM line when both are given."
+        ),
+    )
+    pull: Optional[str] = Field(
+        None,
+        description="Pull the model from a registry: its reference, optionally pinned as name@sha256:<manifest digest>.",
+    )
+    insecure: bool = Field(False, description="Pull over plain HTTP (a registry without TLS).")
+    keep_alive: Optional[Union[str, int]] = Field(None, description="Keep-alive used when the model is preloaded.")
+    preload: bool = Field(False, description="Load the model into memory after apply (an empty generate request).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Model":
+        if self.pull is not None and (self.modelfile is not None or self.from_ is not None):
+            raise ValueError("a model is either pulled (pull) or built (modelfile / from), not both")
+        if self.pull is None and self.modelfile is None and self.from_ is None:
+            raise ValueError("a model needs one of: modelfile, from, pull")
+        return self
+
+
+class WebUI(_Strict):
+    """Open WebUI in front of the servers (rendered by the render commands)."""
+
+    enabled: bool = False
+    port: int = Field(3000, ge=1, le=65535)
+    default_models: list[str] = Field(default_factory=list, description="Models preselected in new chats.")
+    task_model: Optional[str] = Field(None, description="Small model used for titles and tags.")
+
+
+class Proxy(_Strict):
+    """The nginx edge in front of the servers (rendered by the render commands)."""
+
+    enabled: bool = False
+    listen: str = Field("443", description="nginx listen directive value, e.g. 443 or 127.0.0.1:8443.")
+    server_name: Optional[str] = None
+    tls_certificate: Optional[str] = None
+    tls_certificate_key: Optional[str] = None
+    tokens: dict[str, str] = Field(
+        default_factory=dict, description="Client name -> bearer token (use ${ENV_VAR})."
+    )
+    rate_limit: Optional[str] = Field(None, description="Per-client request rate, nginx syntax, e.g. 10r/s.")
+
+
+class Stack(_Strict):
+    """A `stack.yaml` file."""
+
+    version: Literal[1] = Field(1, description="Stack file format version.")
+    targets: dict[str, Target] = Field(
+        default_factory=dict,
+        description="Servers to manage, by name. Empty: one target named 'default' at OLLAMA_HOST.",
+    )
+    prune: bool = Field(False, description="Delete models present on a server but not named in the stack.")
+    runtime: Runtime = Field(default_factory=Runtime)
+    models: dict[str, Model] = Field(default_factory=dict, description="Models by name (case-insensitive).")
+    web: WebUI = Field(default_factory=WebUI)
+    proxy: Proxy = Field(default_factory=Proxy)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section with every entry commented out (`models:` alone) reads as empty."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (v is None and k in ("targets", "runtime", "models", "web", "proxy"))}
+        return data
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a stack file, for editors (`# yaml-language-server: $schema=...`)."""
+    schema = Stack.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Corral stack file"
+    return schema
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
