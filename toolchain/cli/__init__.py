@@ -65,3 +65,4 @@ from toolchain.cli import registry_cmd as _registry_cmd  # noqa: E402,F401  (sta
 from toolchain.cli import stack_cmd as _stack_cmd  # noqa: E402  (stack plan/apply/diff/init/schema)
 
 _stack_cmd.register(app)
+from toolchain.cli import stacktest_cmd as _stacktest_cmd  # noqa: E402,F401  (stack test)

@@ -14,6 +14,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from toolchain.stacktest.spec import TestCase
+
 DEFAULT_TARGET_URL = "http://127.0.0.1:11434"
 
 
@@ -72,6 +74,7 @@ class Model(_Strict):
     insecure: bool = Field(False, description="Pull over plain HTTP (a registry without TLS).")
     keep_alive: Optional[Union[str, int]] = Field(None, description="Keep-alive used when the model is preloaded.")
     preload: bool = Field(False, description="Load the model into memory after apply (an empty generate request).")
+    tests: list[TestCase] = Field(default_factory=list, description="Prompt regression tests (`stack test`).")
 
     @model_validator(mode="after")
     def _one_source(self) -> "Model":
@@ -118,13 +121,17 @@ class Stack(_Strict):
     models: dict[str, Model] = Field(default_factory=dict, description="Models by name (case-insensitive).")
     web: WebUI = Field(default_factory=WebUI)
     proxy: Proxy = Field(default_factory=Proxy)
+    tests: list[str] = Field(
+        default_factory=list,
+        description="Test files (paths or globs relative to the stack file, e.g. tests/*.yaml), each mapping model names to tests.",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _empty_sections(cls, data: Any) -> Any:
         """A section with every entry commented out (`models:` alone) reads as empty."""
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if not (v is None and k in ("targets", "runtime", "models", "web", "proxy"))}
+            return {k: v for k, v in data.items() if not (v is None and k in ("targets", "runtime", "models", "web", "proxy", "tests"))}
         return data
 
 
