@@ -217,7 +217,7 @@ def word_diff(before: str, after: str) -> list[tuple[str, str]]:
 
     a, b = _WORD.findall(before), _WORD.findall(after)
     out: list[tuple[str, str]] = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b).get_opcodes():
         if op == "equal":
             out.append(("=", "".join(a[i1:i2])))
             continue
