@@ -47,6 +47,7 @@ def create_app(config: Config | None = None) -> FastAPI:
     from server.routes import models
 
     app.include_router(models.router)
+
     from server.routes import inference
 
     inference.install(app)  # generate, chat, embed, embeddings, ps; unloads models on shutdown

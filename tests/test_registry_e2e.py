@@ -24,6 +24,7 @@ from server.store import Store
 from tests.support.faultproxy import Cut, FaultProxy
 from tests.support.server import REPO_ROOT, ServerProcess, _wait_ready, free_port, start_server
 from toolchain.cli import main
+from toolchain.names import parse_name
 
 
 def create(srv: ServerProcess, name: str, gguf: Path, system: str = "You are a support bot.") -> None:
@@ -100,6 +101,32 @@ def test_push_to_a_team_server_and_pull_into_an_empty_store(servers, tmp_path, t
                 assert blobs_a[path] == data
                 assert path == "blobs/sha256-" + hashlib.sha256(data).hexdigest()
         assert Store(c.models).verify() == []
+        run_pulled_model(c, remote)
+
+
+def run_pulled_model(srv: ServerProcess, name: str) -> None:
+    """Run a pulled model on the server it was pulled into."""
+    r = httpx.post(
+        f"{srv.url}/api/generate",
+        json={"model": name, "prompt": "Say hello.", "stream": False, "options": {"num_predict": 4, "seed": 1}},
+        timeout=300,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["done"] is True and r.json()["eval_count"] >= 1
+
+
+@pytest.mark.e2e
+def test_the_real_model_pushed_and_pulled_runs(servers, tmp_path, gemma_gguf, monkeypatch):
+    a, b = servers
+    create(a, "team/gemma:v1", gemma_gguf, system="Be brief.")
+    remote = f"127.0.0.1:{b.port}/team/gemma:v1"
+    assert httpx.post(f"{a.url}/api/copy", json={"source": "team/gemma:v1", "destination": remote}).status_code == 200
+    assert stack(monkeypatch, a, "push", remote, "--insecure") == 0
+    with start_server(tmp_path / "c") as c:
+        assert stack(monkeypatch, c, "pull", remote, "--insecure") == 0
+        assert tags(c)[remote] == tags(a)["team/gemma:v1"]
+        assert Store(c.models).verify() == []
+        run_pulled_model(c, remote)
 
 
 def test_stack_pull_of_a_model_created_on_the_team_server(servers, tmp_path, tiny_gguf, monkeypatch, capsys):

@@ -219,17 +219,19 @@ def test_blob_404_and_500_fail_cleanly(registry, puller, monkeypatch):
         assert not [f for f in store_files(puller.models) if f.startswith("manifests")]
 
 
-def test_a_cut_connection_is_resumed_with_range(registry, puller):
+def test_a_cut_connection_is_resumed_with_range(registry, puller, monkeypatch):
+    monkeypatch.setattr(pull_mod, "_backoff", lambda attempt: 0.0)
     d = json.loads(registry.manifest)["layers"][0]["digest"]
     with FaultProxy(registry.port) as proxy:
-        proxy.add(lambda s: s.method == "GET" and d in s.path, Cut(after=300_000))
+        # More cuts than MAX_ATTEMPTS, each after new bytes: progress resets the count.
+        proxy.add(lambda s: s.method == "GET" and d in s.path, Cut(after=100_000), times=pull_mod.MAX_ATTEMPTS + 2)
         _, lines = call(puller, "/api/pull", {"model": f"{proxy.host}/team/bot:v2", "insecure": True})
         gets = proxy.requests("GET", d)
     assert lines[-1] == {"status": "success"}
-    assert len(gets) == 2
+    assert len(gets) == pull_mod.MAX_ATTEMPTS + 3
     assert "range" not in gets[0].headers
-    start = int(gets[1].headers["range"].removeprefix("bytes=").rstrip("-"))
-    assert 0 < start <= 300_000
+    starts = [int(g.headers["range"].removeprefix("bytes=").rstrip("-")) for g in gets[1:]]
+    assert starts == sorted(starts) and 0 < starts[0] <= 100_000
     blob = puller.models / "blobs" / d.replace(":", "-")
     assert blob.read_bytes() == MODEL_BYTES
 
@@ -238,15 +240,19 @@ def test_a_pull_that_keeps_being_cut_fails_cleanly_and_the_next_pull_resumes(reg
     monkeypatch.setattr(pull_mod, "_backoff", lambda attempt: 0.0)
     d = json.loads(registry.manifest)["layers"][0]["digest"]
     with FaultProxy(registry.port) as proxy:
-        proxy.add(lambda s: s.method == "GET" and d in s.path, Cut(after=100_000), times=pull_mod.MAX_ATTEMPTS)
+        # One cut after 100 000 bytes, then connections that break before a byte arrives.
+        proxy.add(lambda s: s.method == "GET" and d in s.path, Cut(after=100_000))
+        proxy.add(lambda s: s.method == "GET" and d in s.path, Cut(after=0), times=pull_mod.MAX_ATTEMPTS)
         _, lines = call(puller, "/api/pull", {"model": f"{proxy.host}/team/bot:v2", "insecure": True})
-        assert lines[-1]["error"].startswith(f"download of {d} failed after {pull_mod.MAX_ATTEMPTS} attempts")
+        assert lines[-1]["error"].startswith(
+            f"download of {d} failed after {pull_mod.MAX_ATTEMPTS} attempts without progress"
+        )
         files = store_files(puller.models)
         assert not [f for f in files if f.startswith("manifests")]
         assert f"blobs/{d.replace(':', '-')}" not in files
         partial = puller.models / "blobs" / (d.replace(":", "-") + "-partial")
         kept = partial.stat().st_size
-        assert kept > 0
+        assert 0 < kept <= 100_000
 
         _, lines = call(puller, "/api/pull", {"model": f"{proxy.host}/team/bot:v2", "insecure": True})
         assert lines[-1] == {"status": "success"}

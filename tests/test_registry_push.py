@@ -12,7 +12,7 @@ import pytest
 from server.registry import push as push_mod
 from server.registry.protocol import MANIFEST_MEDIA_TYPE, digest_of
 from tests.support.faultproxy import FaultProxy
-from tests.support.models import manifest_bytes, put_blob, put_model, store_files
+from tests.support.models import manifest_bytes, put_model, store_files
 from tests.support.registry_server import ThreadServer
 from tests.test_registry_protocol import call, statuses
 
@@ -206,3 +206,15 @@ def test_the_official_ollama_client_pulls_and_pushes(source, tmp_path):
             with pytest.raises(ollama.ResponseError) as err:
                 ollama.Client(host=c.url).pull(f"{b.host}/team/none:v2", insecure=True)
             assert err.value.error == "pull model manifest: file does not exist"
+
+
+@pytest.mark.parametrize(
+    "value, enabled",
+    [(None, True), ("", True), ("1", True), ("true", True), ("0", False), ("false", False), ("'0'", False)],
+)
+def test_corral_registry_push_variable(value, enabled):
+    from server.config import Config, describe
+
+    env = {} if value is None else {"CORRAL_REGISTRY_PUSH": value}
+    assert Config.from_env(env).registry_push is enabled
+    assert "CORRAL_REGISTRY_PUSH" in dict(describe())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
+
 from tests.test_stack_load import write
 from toolchain.stack.desired import build, looks_like_path
 from toolchain.stack.load import load
@@ -88,3 +90,31 @@ def test_looks_like_path():
         assert looks_like_path(yes), yes
     for no in ("llama3.2", "user/model:tag", "hf.co/x/y:q4"):
         assert not looks_like_path(no), no
+
+
+def test_modelfile_without_from_takes_the_stacks_from(tmp_path, monkeypatch):
+    write(tmp_path, {
+        "stack.yaml": "models:\n  x:\n    from: base:1b\n    modelfile: x.Modelfile\n  y:\n    modelfile: x.Modelfile\n",
+        "x.Modelfile": "SYSTEM hi\nPARAMETER top_k 2\n",
+    })
+    monkeypatch.chdir(tmp_path)
+    from toolchain.stack.load import StackError
+
+    with pytest.raises(StackError) as err:
+        build(load("stack.yaml", env={}))
+    assert str(err.value) == "x.Modelfile: no FROM line (model y); or give the model a `from:` key in the stack"
+    (tmp_path / "stack.yaml").write_text("models:\n  x:\n    from: base:1b\n    modelfile: x.Modelfile\n")
+    x = build(load("stack.yaml", env={}))[K + "x:latest"]
+    assert x.create == {"from": "base:1b", "system": "hi", "parameters": {"top_k": 2}}
+    (tmp_path / "x.Modelfile").write_text("SYSTEM hi\nPARAMETER top_kk 2\n")
+    with pytest.raises(StackError) as err:
+        build(load("stack.yaml", env={}))
+    assert str(err.value) == "x.Modelfile:2: unknown parameter 'top_kk' (model x)"  # the line is the file's own
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_modelfile_encodings(tmp_path, monkeypatch, encoding):
+    write(tmp_path, {"stack.yaml": "models:\n  x:\n    modelfile: x.Modelfile\n"})
+    (tmp_path / "x.Modelfile").write_bytes("FROM base\nSYSTEM héllo\n".encode(encoding))
+    monkeypatch.chdir(tmp_path)
+    assert build(load("stack.yaml", env={}))[K + "x:latest"].create == {"from": "base", "system": "héllo"}

@@ -292,3 +292,40 @@ def test_saved_plan_with_a_missing_weights_file(repo, server, tmp_path, tiny_ggu
     assert f"{copy}: the file to upload is missing" in capsys.readouterr().err
     with Client(server.url) as c:
         assert c.tags() == []
+
+
+@pytest.mark.e2e
+def test_ctrl_c_during_an_upload_leaves_every_model_old_or_new(repo, server, gemma_gguf, capsys, monkeypatch):
+    """Interrupt while the real Gemma weights (~250 MB) are being uploaded, then converge."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.server import REPO_ROOT
+
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, "TINY_GGUF": str(gemma_gguf)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toolchain.cli", "apply", "-f", "stacks/stack.yaml", "--auto-approve"],
+        cwd=repo.working_tree_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        for line in proc.stdout:
+            if line.strip().startswith("uploading "):
+                proc.send_signal(signal.SIGINT)
+                break
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out
+    assert "Interrupted after" in out and "every model is either old or new" in out
+    with Client(server.url) as c:
+        for m in c.tags():  # whatever exists is complete
+            assert c.show(m["name"])["template"].startswith("{{ if .System }}")
+    monkeypatch.setenv("TINY_GGUF", str(gemma_gguf))
+    assert stack("plan", "--detailed-exitcode") == 2
+    assert stack("apply", "--auto-approve") == 0
+    capsys.readouterr()
+    assert stack("plan", "--detailed-exitcode") == 0

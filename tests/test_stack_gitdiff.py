@@ -63,6 +63,8 @@ def test_base_change_propagates_to_variants(repo, capsys):
     changes = {c["model"]: c for c in doc["targets"][0]["changes"]}
     assert changes["base:latest"]["action"] == "update"
     assert changes["bot:latest"]["action"] == "update"  # it inherits the stop list
+    assert changes["bot:latest"]["reason"] == "inherits changes from base"
+    assert changes["base:latest"]["reason"] == "the Modelfile differs"
     assert changes["bot:latest"]["diff"] == [{"field": "parameter", "name": "stop", "before": ["<end>"], "after": ["<stop>"]}]
 
 

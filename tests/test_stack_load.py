@@ -39,6 +39,8 @@ BAD = [
     ("not a mapping", "- a\n", {}, ":1: a stack file is a mapping (keys such as models:, targets:)"),
     ("bad yaml", "models: [\n", {}, ":2: invalid YAML: expected the node content, but found '<stream end>'"),
     ("wrong version", "version: 2\n", {}, ":1 version: Input should be 1"),
+    ("bad keep-alive", "models:\n  bot:\n    from: x\n    keep_alive: 5 minutes\n", {},
+     ':4 models.bot.keep_alive: not a keep-alive duration (time: unknown unit " minutes" in duration "5 minutes"); write e.g. 5m, 1h, 30s or -1'),
 ]
 
 
@@ -115,6 +117,6 @@ def test_shipped_stacks_load(monkeypatch, tiny_gguf):
 
 def test_json_schema_names_every_section():
     schema = json_schema()
-    assert set(schema["properties"]) == {"version", "targets", "prune", "runtime", "models", "web", "proxy", "tests"}
+    assert set(schema["properties"]) == {"version", "targets", "prune", "runtime", "models", "proxy", "webui", "tests"}
     assert "from" in schema["$defs"]["Model"]["properties"]
     assert schema["$defs"]["Model"]["additionalProperties"] is False

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import errno
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import AsyncIterator, Callable
 
 import httpx
@@ -75,7 +76,8 @@ async def fetch_manifest(remote: Remote, name: Name) -> Manifest:
                 announced = response.headers.get("docker-content-digest", "")
             break
         except httpx.TransportError as exc:
-            if attempt + 1 >= MAX_ATTEMPTS:
+            # A refused connection or a failed TLS handshake will not heal in seconds: fail now.
+            if attempt + 1 >= MAX_ATTEMPTS or isinstance(exc, httpx.ConnectError):
                 raise RegistryError(f"{exc.__class__.__name__}: {exc}".rstrip(": "), 502) from None
             await asyncio.sleep(_backoff(attempt))
     if raw is None:
@@ -141,8 +143,8 @@ async def _fetch_blob(store: RegistryStore, dl: _Download, remote_factory: Remot
         partial.touch()  # exists even for a zero-byte blob, which needs no request at all
         async with remote_factory() as remote:
             await _fetch_into(remote, partial, dl)
-        try:  # hashed as the Store copies it in; renamed to its address only if it matches
-            await asyncio.to_thread(store.adopt_blob, partial, desc.digest)
+        try:  # hashed, then renamed to its content address only if it matches
+            await asyncio.to_thread(store.adopt_download, partial, desc.digest)
         except DigestMismatch as exc:
             raise mismatch(exc) from None
     except OSError as exc:
@@ -152,8 +154,12 @@ async def _fetch_blob(store: RegistryStore, dl: _Download, remote_factory: Remot
         raise
 
 
-async def _fetch_into(remote: Remote, partial, dl: _Download) -> None:
-    """Fill `partial` with the blob's bytes, resuming with Range after a cut connection."""
+async def _fetch_into(remote: Remote, partial: Path, dl: _Download) -> None:
+    """Fill `partial` with the blob's bytes, resuming with Range after a cut connection.
+
+    A connection that breaks is retried from where it broke; MAX_ATTEMPTS attempts in a
+    row without a new byte (or 5xx answers) end the download, keeping `partial`.
+    """
     desc = dl.desc
     url = f"{remote.repo}/blobs/{desc.digest}"
     attempt = 0
@@ -169,24 +175,22 @@ async def _fetch_into(remote: Remote, partial, dl: _Download) -> None:
         try:
             async with remote.stream("GET", url, headers=headers) as response:
                 status = response.status_code
-                if status == 416 or (status not in (200, 206)):
+                if status not in (200, 206):
+                    if status == 404:
+                        raise RegistryError(f"{NOT_FOUND}: blob {desc.digest}", 404)
                     error = await remote.fail(response)
                     if status == 416:
-                        partial.unlink(missing_ok=True)  # our partial is not a prefix the registry knows
-                        error = RegistryError(f"registry refused to resume {desc.digest}: {error.message}")
-                    elif status == 404:
-                        raise RegistryError(f"{NOT_FOUND}: blob {desc.digest}", 404)
+                        partial.unlink(missing_ok=True)  # not a prefix of what the registry has
+                        raise RegistryError(f"registry refused to resume {desc.digest}: {error.message}")
                     if status < 500 or attempt + 1 >= MAX_ATTEMPTS:
                         raise error
                     attempt += 1
                     await asyncio.sleep(_backoff(attempt))
                     continue
-                start = _range_start(response) if status == 206 else 0
-                if start != offset and status == 206:
+                if status == 206 and _range_start(response) != offset:
                     raise RegistryError(f"registry answered a range request for {desc.digest} with the wrong range")
-                mode = "ab" if status == 206 else "wb"
-                position = start
-                with partial.open(mode) as f:
+                position = offset if status == 206 else 0  # a 200 ignores the Range: start over
+                with partial.open("ab" if status == 206 else "wb") as f:
                     async for chunk in response.aiter_raw(_CHUNK):
                         position += len(chunk)
                         if position > desc.size:
@@ -197,18 +201,18 @@ async def _fetch_into(remote: Remote, partial, dl: _Download) -> None:
                             )
                         f.write(chunk)
                         dl.completed = position
-                if position < desc.size:
-                    # The body ended cleanly but short: the registry's blob is not the one declared.
+                if position < desc.size:  # the body ended cleanly but short: not the declared blob
                     partial.unlink(missing_ok=True)
                     raise RegistryError(
                         f"blob {desc.digest} is smaller than the {desc.size} bytes its manifest declares"
                     )
                 return
         except httpx.TransportError as exc:
-            attempt += 1
+            progressed = partial.exists() and partial.stat().st_size > offset
+            attempt = 1 if progressed else attempt + 1
             if attempt >= MAX_ATTEMPTS:
                 raise RegistryError(
-                    f"download of {desc.digest} failed after {MAX_ATTEMPTS} attempts: "
+                    f"download of {desc.digest} failed after {MAX_ATTEMPTS} attempts without progress: "
                     f"{exc.__class__.__name__} {exc}".strip()
                 ) from None
             await asyncio.sleep(_backoff(attempt))

@@ -13,13 +13,21 @@ What the Store has no notion of lives here, next to its files:
   ignore it because it is not a ``sha256-<hex>`` name nor a ``.tmp-`` file);
 * ``blobs/.uploads/<session>``: the bytes of a push this server is receiving.
 
-Adopting a verified file costs one copy (Store.write_blob streams from it): the Store
-has no "rename this file in after checking it" primitive, and the registry does not
-add one behind its back.
+Two ways in for a finished file:
+
+* `adopt_blob` (push sessions received from a client): the bytes are copied through
+  `Store.write_blob`, which hashes exactly the bytes it writes, so a client still
+  appending to its session cannot change a blob after it was checked;
+* `adopt_download` (a pull's own ``-partial``, which only the one download task for
+  that digest writes): hashed in place, then fsynced and renamed to its content
+  address, which spares a multi-GB copy. The Store has no such primitive; this is the
+  one place outside it that renames into ``blobs/``, and only after the hash matched.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -67,6 +75,31 @@ class RegistryStore:
                 self.store.write_blob(f, expected=digest)
         finally:
             staged.unlink(missing_ok=True)
+
+    def adopt_download(self, partial: Path, digest: str) -> None:
+        """Make a finished download the blob `digest` if its bytes hash to it (DigestMismatch
+        otherwise); `partial` is gone afterwards either way. Blocking: call in a thread."""
+        target = self.store.blob_path(digest)
+        try:
+            h = hashlib.sha256()
+            with partial.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            actual = "sha256:" + h.hexdigest()
+            if actual != digest:
+                raise DigestMismatch(digest, actual)
+            if not target.is_file():
+                with partial.open("rb+") as f:
+                    os.fsync(f.fileno())
+                os.chmod(partial, 0o644)
+                os.replace(partial, target)
+                fd = os.open(target.parent, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        finally:
+            partial.unlink(missing_ok=True)
 
     # -- manifests ------------------------------------------------------------------
 

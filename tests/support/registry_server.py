@@ -18,13 +18,16 @@ from server.config import Config
 
 
 class ThreadServer:
-    def __init__(self, models: Path, *, push: bool = True) -> None:
+    def __init__(self, models: Path, *, push: bool = True, tls: tuple[Path, Path] | None = None) -> None:
+        """`tls` = (certificate, key) serves HTTPS."""
         self.models = Path(models)
+        self.scheme = "https" if tls else "http"
         self.app = create_app(Config.from_env({}, models=self.models, registry_push=push))
         sock = socket.create_server(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self._sock = sock
-        self._server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off"))
+        ssl = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
+        self._server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off", **ssl))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
         for _ in range(1000):  # bounded wait for start-up
@@ -40,7 +43,7 @@ class ThreadServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{self.scheme}://{self.host}"
 
     def close(self) -> None:
         self._server.should_exit = True

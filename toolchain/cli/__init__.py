@@ -21,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"stack {__version__}")
@@ -53,16 +54,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
-# Command modules register themselves on `app` when imported.
+# Command modules register themselves on `app` when imported (or through `register`).
 from toolchain.cli import models_cmd as _models_cmd  # noqa: E402,F401  (serve, create, list, show, cp, rm)
 from toolchain.cli import prompt_cmd as _prompt_cmd  # noqa: E402,F401  (stack prompt)
+from toolchain.cli import registry_cmd as _registry_cmd  # noqa: E402,F401  (stack pull, stack push)
+from toolchain.cli import render_cmd as _render_cmd  # noqa: E402  (stack render)
 from toolchain.cli import run_cmd as _run_cmd  # noqa: E402,F401  (stack run, ps, stop)
+from toolchain.cli import stack_cmd as _stack_cmd  # noqa: E402  (stack plan/apply/diff/lock/init/schema)
 from toolchain.cli.modelfile_cmd import app as _modelfile_app  # noqa: E402
 
 app.add_typer(_modelfile_app, name="modelfile")  # stack modelfile fmt|check
-from toolchain.cli import registry_cmd as _registry_cmd  # noqa: E402,F401  (stack pull, stack push)
-
-from toolchain.cli import stack_cmd as _stack_cmd  # noqa: E402  (stack plan/apply/diff/init/schema)
-
 _stack_cmd.register(app)
+_render_cmd.register(app)
 from toolchain.cli import stacktest_cmd as _stacktest_cmd  # noqa: E402,F401  (stack test)

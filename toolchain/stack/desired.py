@@ -128,10 +128,7 @@ class _Builder:
             mf_display = self.source.display(path)
             if not self.source.is_file(path):
                 raise loaded.error(f"{model.modelfile}: no such file", "models", name, "modelfile")
-            try:
-                mf = parse(self.source.read_text(path))
-            except ModelfileError as exc:
-                raise StackError(f"{exc.detail} (model {name})", mf_display, exc.line) from None
+            mf = self._parse(self.source.read_text(path), name, mf_display, model.from_ is not None)
             commands, lines = list(mf.commands), list(mf.lines) or [0] * len(mf.commands)
             base_dir = self._local_dir(posixpath.dirname(path))
             where = f"{where} ({mf_display})"
@@ -176,10 +173,26 @@ class _Builder:
             first = req.model_files[0]
             state = replace(own, base=next(iter(files.values())), base_ref=first.written, complete=req.template is not None)
         body = req.body(files=files or None, adapters=adapters or None)
+        own_fields = {f for f in ("template", "system", "license", "adapters") if getattr(own, f)}
+        own_fields |= {"message"} if own.messages else set()
+        own_fields |= {f"parameter:{p}" for p in own.parameters}
         return DesiredModel(
             key=key, state=state, kind="create", create=body, uploads=tuple(uploads),
             keep_alive=model.keep_alive, preload=model.preload, after=after, origin=where,
+            own=frozenset(own_fields) if after else None,
         )
+
+    @staticmethod
+    def _parse(text: str, name: str, display: str, has_from: bool) -> Modelfile:
+        """Parse a Modelfile; one without FROM is fine when the stack gives the model a `from:`."""
+        try:
+            return parse(text)
+        except ModelfileError as exc:
+            if not (exc.kind == "missing_from" and has_from):
+                hint = "; or give the model a `from:` key in the stack" if exc.kind == "missing_from" else ""
+                raise StackError(f"{exc.detail} (model {name}){hint}", display, exc.line) from None
+        mf = parse("FROM _\n" + text)  # a stand-in FROM line, replaced by the stack's from: below
+        return Modelfile(mf.commands, tuple(max(n - 1, 0) for n in mf.lines))
 
     # -- files ------------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import git
 
 from toolchain.errors import CorralError
 from toolchain.stack.desired import build
-from toolchain.stack.load import StackError, WorkTree, load_text
+from toolchain.stack.load import StackError, WorkTree, decode, load_text
 from toolchain.stack.plan import Plan, diff
 from toolchain.stack.state import DesiredModel
 
@@ -46,10 +46,7 @@ class GitTree:
         blob = self._blob(path)
         if blob is None:
             raise StackError("no such file", self.display(path))
-        try:
-            return blob.data_stream.read().decode("utf-8")
-        except UnicodeDecodeError:
-            raise StackError("not a UTF-8 text file", self.display(path)) from None
+        return decode(blob.data_stream.read(), self.display(path))
 
     def is_file(self, path: str) -> bool:
         return self._blob(path) is not None

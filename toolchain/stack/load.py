@@ -8,6 +8,7 @@ POSIX strings; a Modelfile path that leaves the repository is an error.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import posixpath
@@ -72,11 +73,9 @@ class WorkTree:
 
     def read_text(self, path: str) -> str:
         try:
-            return (self.root / path).read_text(encoding="utf-8")
+            return decode((self.root / path).read_bytes(), self.display(path))
         except FileNotFoundError:
             raise StackError("no such file", self.display(path)) from None
-        except UnicodeDecodeError:
-            raise StackError("not a UTF-8 text file", self.display(path)) from None
 
     def is_file(self, path: str) -> bool:
         return (self.root / path).is_file()
@@ -87,6 +86,16 @@ class WorkTree:
             return os.path.relpath(full)
         except ValueError:  # another drive (Windows)
             return str(full)
+
+
+def decode(data: bytes, display: str) -> str:
+    """Text of a stack file or Modelfile: UTF-8 (BOM optional), or UTF-16 with a BOM as Ollama accepts."""
+    try:
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return data.decode("utf-16")
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise StackError("not a UTF-8 (or UTF-16 with BOM) text file", display) from None
 
 
 @dataclass

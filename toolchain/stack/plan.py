@@ -98,8 +98,17 @@ def _change(want: DesiredModel, have: Optional[ModelState], exact: bool) -> Chan
     if any(f.field == "base" for f in fields):
         return Change(name, "replace", "the base model differs", fields, want, have.digest)
     if fields:
-        return Change(name, "update", "the Modelfile differs", fields, want, have.digest)
+        return Change(name, "update", _update_reason(want, fields), fields, want, have.digest)
     return Change(name, "no-op", "up to date", desired=want, before_digest=have.digest)
+
+
+def _update_reason(want: DesiredModel, fields: tuple[FieldChange, ...]) -> str:
+    """Why a model changes: its own Modelfile, or only what it inherits from its base."""
+    if want.own is not None:
+        keys = {f"parameter:{f.name}" if f.field == "parameter" else ("adapters" if f.field == "adapter" else f.field) for f in fields}
+        if not keys & want.own:
+            return f"inherits changes from {want.state.base_ref}"
+    return "the Modelfile differs"
 
 
 def compare(want: ModelState, have: ModelState, exact: bool = False) -> tuple[FieldChange, ...]:

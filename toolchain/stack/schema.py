@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from toolchain.render.model import ProxyConfig, WebUIConfig
 
 from toolchain.stacktest.spec import TestCase
 
@@ -21,6 +23,19 @@ DEFAULT_TARGET_URL = "http://127.0.0.1:11434"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _keep_alive(value: Any) -> Any:
+    """A keep-alive as Ollama takes it: a Go duration (`5m`, `1h30m`, `-1`) or seconds."""
+    from toolchain.duration import DurationError, parse_keep_alive
+
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return value
+    try:
+        parse_keep_alive(value)
+    except DurationError as exc:
+        raise ValueError(f"not a keep-alive duration ({exc}); write e.g. 5m, 1h, 30s or -1") from None
+    return value
 
 
 class Target(_Strict):
@@ -40,6 +55,8 @@ class Runtime(_Strict):
     keep_alive: Optional[Union[str, int]] = Field(None, description="Default keep-alive, e.g. 5m, 1h, -1 (OLLAMA_KEEP_ALIVE).")
     max_queue: Optional[int] = Field(None, ge=1, description="Requests waiting before the server answers 503 (OLLAMA_MAX_QUEUE).")
     context_length: Optional[int] = Field(None, ge=1, description="Default context length (OLLAMA_CONTEXT_LENGTH).")
+
+    _check_keep_alive = field_validator("keep_alive", mode="before")(_keep_alive)
 
     def environment(self) -> dict[str, str]:
         """The OLLAMA_* variables these settings stand for (only the ones set)."""
@@ -76,6 +93,8 @@ class Model(_Strict):
     preload: bool = Field(False, description="Load the model into memory after apply (an empty generate request).")
     tests: list[TestCase] = Field(default_factory=list, description="Prompt regression tests (`stack test`).")
 
+    _check_keep_alive = field_validator("keep_alive", mode="before")(_keep_alive)
+
     @model_validator(mode="after")
     def _one_source(self) -> "Model":
         if self.pull is not None and (self.modelfile is not None or self.from_ is not None):
@@ -83,29 +102,6 @@ class Model(_Strict):
         if self.pull is None and self.modelfile is None and self.from_ is None:
             raise ValueError("a model needs one of: modelfile, from, pull")
         return self
-
-
-class WebUI(_Strict):
-    """Open WebUI in front of the servers (rendered by the render commands)."""
-
-    enabled: bool = False
-    port: int = Field(3000, ge=1, le=65535)
-    default_models: list[str] = Field(default_factory=list, description="Models preselected in new chats.")
-    task_model: Optional[str] = Field(None, description="Small model used for titles and tags.")
-
-
-class Proxy(_Strict):
-    """The nginx edge in front of the servers (rendered by the render commands)."""
-
-    enabled: bool = False
-    listen: str = Field("443", description="nginx listen directive value, e.g. 443 or 127.0.0.1:8443.")
-    server_name: Optional[str] = None
-    tls_certificate: Optional[str] = None
-    tls_certificate_key: Optional[str] = None
-    tokens: dict[str, str] = Field(
-        default_factory=dict, description="Client name -> bearer token (use ${ENV_VAR})."
-    )
-    rate_limit: Optional[str] = Field(None, description="Per-client request rate, nginx syntax, e.g. 10r/s.")
 
 
 class Stack(_Strict):
@@ -119,8 +115,8 @@ class Stack(_Strict):
     prune: bool = Field(False, description="Delete models present on a server but not named in the stack.")
     runtime: Runtime = Field(default_factory=Runtime)
     models: dict[str, Model] = Field(default_factory=dict, description="Models by name (case-insensitive).")
-    web: WebUI = Field(default_factory=WebUI)
-    proxy: Proxy = Field(default_factory=Proxy)
+    proxy: Optional[ProxyConfig] = Field(None, description="nginx in front of the targets (`stack render`).")
+    webui: Optional[WebUIConfig] = Field(None, description="Open WebUI beside the servers (`stack render`).")
     tests: list[str] = Field(
         default_factory=list,
         description="Test files (paths or globs relative to the stack file, e.g. tests/*.yaml), each mapping model names to tests.",
@@ -131,7 +127,8 @@ class Stack(_Strict):
     def _empty_sections(cls, data: Any) -> Any:
         """A section with every entry commented out (`models:` alone) reads as empty."""
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if not (v is None and k in ("targets", "runtime", "models", "web", "proxy", "tests"))}
+            return {k: v for k, v in data.items() if not (v is None and k in ("targets", "runtime", "models", "webui", "proxy"))}
+            return {k: v for k, v in data.items() if not (v is None and k in ("targets", "runtime", "models", "webui", "proxy", "tests"))}
         return data
 
 

@@ -60,6 +60,7 @@ class DesiredModel:
     keep_alive: Optional[str | int] = None
     preload: bool = False
     after: tuple[str, ...] = ()  # keys of stack models that must exist first (the FROM chain)
+    own: Optional[frozenset[str]] = None  # fields its own Modelfile sets ("system", "parameter:top_k", ...)
     origin: str = ""  # "stacks/x/stack.yaml:12" for messages
 
 

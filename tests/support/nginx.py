@@ -1,0 +1,96 @@
+"""The real nginx, started on a rendered prefix for tests, and stopped by its PID.
+
+`free_port()` picks a loopback port; `Nginx(prefix).start()` runs
+``nginx -p PREFIX -c nginx.conf -g "daemon off;"`` as a child process (when the tests run
+as root, workers run as root too, since the prefix usually sits in a 0700 temp dir),
+waits until the port accepts connections, and `stop()` sends SIGQUIT then SIGKILL to
+that one PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: Optional[subprocess.Popen] = None, attempts: int = 200) -> None:
+    """Bounded wait until 127.0.0.1:port accepts a connection (or the process died)."""
+    for _ in range(attempts):
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Nginx:
+    def __init__(self, prefix: Path, port: int) -> None:
+        self.prefix = Path(prefix)
+        self.port = port
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Nginx":
+        assert NGINX is not None, "nginx is not installed"
+        assert self.proc is None or self.proc.poll() is not None, "this nginx is already running"
+        (self.prefix / "var").mkdir(exist_ok=True)
+        directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+        self.proc = subprocess.Popen(
+            [NGINX, "-p", str(self.prefix), "-c", "nginx.conf", "-g", directives],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_for_port(self.port, self.proc)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def error_log(self) -> str:
+        path = self.prefix / "var" / "error.log"
+        return path.read_text() if path.exists() else ""
+
+    def access_log(self) -> str:
+        path = self.prefix / "var" / "access.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def __enter__(self) -> "Nginx":
+        """Starts nginx unless this object already runs it (then the `with` only stops it)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,294 @@
+"""The pure renderers: RenderInput → {path: text}. Tables of bad input, determinism, content."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from tests.support import render_input
+from toolchain.render import GITIGNORE, render_public, render_secret, secret_paths
+from toolchain.render.model import RenderInput, split_hostport
+from toolchain.render.secrets import Secrets
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    path = tmp_path / "webui-secret-key"
+    path.write_text("k3y-0123456789abcdef-stable\n")
+    return path
+
+
+SECRETS = Secrets(
+    tokens={"alice": "alice-0123456789abcdef", "ops": "ops.0123456789+abcdef/XYZ==", "webui": "webui_0123456789abcdef"},
+    admin_password="pw-0123456789",
+    webui_secret_key="k3y-0123456789abcdef-stable",
+)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("127.0.0.1:11434", ("127.0.0.1", 11434)),
+        ("gpu-1.internal:80", ("gpu-1.internal", 80)),
+        ("[::1]:8080", ("[::1]", 8080)),
+        ("localhost:65535", ("localhost", 65535)),
+    ],
+)
+def test_split_hostport_accepts(value, expected):
+    assert split_hostport(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["localhost", "localhost:", ":80", "host:0", "host:65536", "host:http", "a b:80", "300.1.1.1:80",
+     "[::1]80", "[nothex]:80", "http://x:80", "-bad-:80", "x_y:80"],
+)
+def test_split_hostport_rejects(value):
+    with pytest.raises(ValueError, match="not a valid host:port"):
+        split_hostport(value)
+
+
+def _modify(data: dict, path: str, value) -> dict:
+    data = copy.deepcopy(data)
+    node = data
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node[int(key)] if key.isdigit() else node[key]
+    last = keys[-1]
+    if last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return data
+
+
+BAD = [
+    ("replicas", ["127.0.0.1:11434", "not-a-hostport"], "replica 'not-a-hostport' is not a valid host:port"),
+    ("replicas", ["127.0.0.1:99999"], "port must be 1-65535"),
+    ("replicas", ["127.0.0.1:1", "127.0.0.1:1"], "listed twice"),
+    ("replicas", [], "at least 1"),
+    ("proxy.clients.1.name", "alice", "two proxy clients are named 'alice'"),
+    ("proxy.clients.1.token_env", "ALICE_TOKEN", "share the token variable ALICE_TOKEN"),
+    ("proxy.clients.1.token_env", None, "proxy client 'ops' needs token_env"),
+    ("proxy.clients.0.name", "Alice Smith", "client name 'Alice Smith' must match"),
+    ("proxy.clients.0.scope", "root", "Input should be 'user' or 'admin'"),
+    ("proxy.clients.0.token_env", "ALICE-TOKEN", "not an environment variable name"),
+    ("proxy.clients", [], "at least 1"),
+    ("proxy.listen", "127.0.0.1", "not a valid host:port"),
+    ("proxy.tls", {"cert": "relative.pem", "key": "/k.pem"}, "must be absolute"),
+    ("proxy.body_limits", {"user": "ten megs"}, "must be a number"),
+    ("proxy.rate_limit", {"requests_per_second": 0}, "greater than or equal to 1"),
+    ("proxy.server_name", "bad name;", "is not a host name"),
+    ("proxy.unknown", 1, "Extra inputs are not permitted"),
+    ("webui.presets.0.model", "llama3:8b", "preset 'helpdesk' is for model 'llama3:8b', which the stack does not declare"),
+    ("webui.presets.0.id", "two words", "must be one word"),
+    ("webui.default_models", ["nope"], "default model 'nope' is neither"),
+    ("webui.hidden_models", ["nope"], "hidden model 'nope' is not declared"),
+    ("webui.client", "mallory", "webui.client 'mallory' is not a proxy client"),
+    ("webui.client", None, "webui.client must name the proxy client"),
+    ("webui.image_tag", "main", "must be a pinned tag"),
+    ("webui.public_url", "chat.example.org", "is not an http(s) URL"),
+    ("webui.admin_email", "admin", "not an email address"),
+    ("webui.secret_key_file", "key.txt", "must be absolute"),
+]
+
+
+@pytest.mark.parametrize("path, value, message", BAD, ids=[f"{p}={v!r}" for p, v, _ in BAD])
+def test_bad_input_is_rejected_with_a_message_naming_it(key_file, path, value, message):
+    data = _modify(render_input.stack_data(key_file), path, value)
+    with pytest.raises(ValidationError) as err:
+        RenderInput.model_validate(data)
+    assert message in str(err.value)
+
+
+def test_duplicate_preset_ids_are_rejected(key_file):
+    data = render_input.stack_data(key_file)
+    data["webui"]["presets"].append(dict(data["webui"]["presets"][0]))
+    with pytest.raises(ValidationError, match="two presets have the id 'helpdesk'"):
+        RenderInput.model_validate(data)
+
+
+def test_tls_with_catch_all_server_name_needs_an_explicit_webui_url(key_file):
+    data = render_input.stack_data(key_file)
+    data["proxy"]["tls"] = {"cert": "/etc/tls/c.pem", "key": "/etc/tls/k.pem"}
+    with pytest.raises(ValidationError, match="set webui.ollama_url"):
+        RenderInput.model_validate(data)
+
+
+def test_preset_model_names_match_like_ollama_names(key_file):
+    """`gemma3:270m` declared; a preset on `GEMMA3:270m` or `library/gemma3:270m` is the same model."""
+    data = render_input.stack_data(key_file)
+    data["webui"]["presets"][0]["model"] = "registry.ollama.ai/library/Gemma3:270m"
+    RenderInput.model_validate(data)
+
+
+def test_same_input_renders_byte_identical_files(key_file):
+    first = render_public(render_input.make(key_file))
+    second = render_public(render_input.make(key_file))
+    assert first == second
+    assert render_secret(render_input.make(key_file), SECRETS) == render_secret(render_input.make(key_file), SECRETS)
+
+
+def test_file_set_with_everything_on(key_file):
+    files = render_public(render_input.make(key_file))
+    assert sorted(files) == [
+        GITIGNORE,
+        "compose.yaml",
+        "compose/corral.conf",
+        "nginx/corral.conf",
+        "nginx/nginx.conf",
+        "open-webui/models.json",
+        "open-webui/open-webui.env",
+        "systemd/corral.service",
+        "systemd/open-webui.service",
+    ]
+    assert sorted(render_secret(render_input.make(key_file), SECRETS)) == secret_paths(render_input.make(key_file))
+    assert files[GITIGNORE].splitlines()[1:] == ["/nginx/corral-tokens.conf", "/open-webui/secrets.env", "/nginx/var/"]
+
+
+def test_without_proxy_and_ui_only_the_server_units_render(key_file):
+    inp = render_input.make(key_file, proxy=None, webui=None)
+    assert sorted(render_public(inp)) == ["compose.yaml", "systemd/corral.service"]
+    assert render_secret(inp, Secrets()) == {}
+
+
+def test_no_secret_reaches_a_public_file(key_file):
+    inp = render_input.make(key_file)
+    public = "".join(render_public(inp).values())
+    secret = render_secret(inp, SECRETS)
+    for value in [*SECRETS.tokens.values(), SECRETS.admin_password, SECRETS.webui_secret_key]:
+        assert value not in public
+        escaped = value.replace(".", "\\.").replace("+", "\\+")
+        assert any(value in text or escaped in text for text in secret.values())
+
+
+def test_nginx_upstream_lists_exactly_the_replicas(key_file):
+    inp = render_input.make(key_file, replicas=["10.0.0.11:11434", "gpu-2.internal:11434", "[fd00::3]:11434"])
+    conf = render_public(inp)["nginx/corral.conf"]
+    block = conf[conf.index("upstream corral_servers {"):]
+    block = block[: block.index("}")]
+    servers = [line.split()[1] for line in block.splitlines() if line.strip().startswith("server ")]
+    assert servers == ["10.0.0.11:11434", "gpu-2.internal:11434", "[fd00::3]:11434"]
+    assert "least_conn;" in block and "max_fails=2" in block
+    manage = conf[conf.index("upstream corral_manage {"):]
+    manage = manage[: manage.index("}")]
+    assert [line.split()[1] for line in manage.splitlines() if line.strip().startswith("server ")] == servers
+    assert "hash $corral_client consistent;" in manage
+    assert conf.count("proxy_next_upstream") == 1 and "    proxy_next_upstream error timeout;\n" in conf
+
+
+def test_token_map_is_case_sensitive_on_the_token(key_file):
+    """nginx compares plain `map` strings case-insensitively; a token is matched by an anchored regex."""
+    text = render_secret(render_input.make(key_file), SECRETS)["nginx/corral-tokens.conf"]
+    assert '"~^(?i:bearer) +ops\\.0123456789\\+abcdef/XYZ==$" ops;' in text
+    assert '"~^(?i:bearer) +alice-0123456789abcdef$" alice;' in text
+
+
+def test_webui_env_sets_what_a_team_server_needs(key_file):
+    env = render_public(render_input.make(key_file))["open-webui/open-webui.env"]
+    values = dict(line.split("=", 1) for line in env.splitlines() if line and not line.startswith("#"))
+    assert values == {
+        "ENABLE_PERSISTENT_CONFIG": "'false'",
+        "ENABLE_OLLAMA_API": "'true'",
+        "OLLAMA_BASE_URL": "'http://127.0.0.1:8080'",
+        "ENABLE_OPENAI_API": "'false'",
+        "WEBUI_URL": "'https://chat.example.org'",
+        "CORS_ALLOW_ORIGIN": "'https://chat.example.org'",
+        "ENABLE_SIGNUP": "'false'",
+        "WEBUI_ADMIN_EMAIL": "'admin@example.org'",
+        "WEBUI_ADMIN_NAME": "'Admin'",
+        "DEFAULT_MODELS": "'helpdesk'",
+        "MODEL_ORDER_LIST": "'[\"helpdesk\", \"gemma3:270m\", \"tiny\", \"support-bot\"]'",
+    }
+    secrets = render_secret(render_input.make(key_file), SECRETS)["open-webui/secrets.env"]
+    assert "WEBUI_ADMIN_PASSWORD='pw-0123456789'\n" in secrets
+    assert "WEBUI_SECRET_KEY='k3y-0123456789abcdef-stable'\n" in secrets
+    assert "OLLAMA_API_CONFIGS='{\"0\":{\"enable\":true,\"key\":\"webui_0123456789abcdef\"}}'\n" in secrets
+
+
+def test_webui_without_proxy_balances_over_every_replica(key_file):
+    inp = render_input.make(key_file, proxy=None)
+    data = render_input.stack_data(key_file, proxy=None)
+    data["webui"]["client"] = None
+    inp = RenderInput.model_validate(data)
+    env = render_public(inp)["open-webui/open-webui.env"]
+    assert "OLLAMA_BASE_URLS='http://127.0.0.1:11434;http://127.0.0.1:11435'\n" in env
+    assert "OLLAMA_API_CONFIGS" not in render_secret(inp, SECRETS)["open-webui/secrets.env"]
+
+
+def test_models_json_is_the_sync_body(key_file):
+    body = json.loads(render_public(render_input.make(key_file))["open-webui/models.json"])
+    assert [m["id"] for m in body["models"]] == ["helpdesk", "tiny"]
+    preset, hidden = body["models"]
+    required = {"id", "user_id", "name", "params", "meta", "is_active", "created_at", "updated_at"}
+    assert required <= set(preset) and required <= set(hidden)
+    assert preset["base_model_id"] == "support-bot"
+    assert preset["params"] == {"system": "You answer the team's IT questions.", "temperature": 0.2, "num_ctx": 4096}
+    assert preset["meta"] == {"description": "Answers IT questions", "tags": [{"name": "team"}]}
+    assert preset["access_grants"][0]["principal_id"] == "*"
+    assert hidden["base_model_id"] is None and hidden["meta"] == {"hidden": True}
+
+
+def test_compose_publishes_only_nginx_and_pins_images(key_file):
+    from ruamel.yaml import YAML
+
+    compose = YAML(typ="safe").load(render_public(render_input.make(key_file))["compose.yaml"])
+    services = compose["services"]
+    assert set(services) == {"corral-1", "corral-2", "nginx", "open-webui"}
+    assert [n for n, s in services.items() if "ports" in s] == ["nginx"]
+    assert services["nginx"]["ports"] == ["127.0.0.1:8080:8080"]
+    assert services["open-webui"]["image"] == "ghcr.io/open-webui/open-webui:v0.12.4"
+    assert services["nginx"]["image"] == "nginx:1.22.1"
+    assert all("healthcheck" in s and ":" in s["image"] for s in services.values())
+    assert services["corral-2"]["environment"]["OLLAMA_HOST"] == "0.0.0.0:11435"
+    assert set(compose["volumes"]) == {"corral-models-1", "corral-models-2", "open-webui-data"}
+    conf = render_public(render_input.make(key_file))["compose/corral.conf"]
+    assert "server corral-1:11434 " in conf and "server corral-2:11435 " in conf
+    assert "server open-webui:8080;" in conf
+
+
+def test_systemd_units_are_hardened(key_file):
+    units = render_public(render_input.make(key_file))
+    for name in ("systemd/corral.service", "systemd/open-webui.service"):
+        text = units[name]
+        for line in ("ProtectSystem=strict", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectHome=yes"):
+            assert line + "\n" in text, (name, line)
+    assert "ReadWritePaths=/var/lib/corral/models\n" in units["systemd/corral.service"]
+    assert "User=corral\n" in units["systemd/corral.service"]
+    assert "ExecStart=/usr/local/bin/open-webui serve --host 127.0.0.1 --port 3000\n" in units["systemd/open-webui.service"]
+
+
+def _location(conf: str, header: str) -> str:
+    start = conf.index(f"    location {header} {{\n")
+    return conf[start : conf.index("\n    }\n", start)]
+
+
+@pytest.mark.parametrize(
+    "header, stream, admin, upload",
+    [
+        ("= /api/generate", True, False, False),
+        ("= /api/chat", True, False, False),
+        ("^~ /v1/", True, False, False),
+        ("= /api/create", True, True, False),
+        ("= /api/pull", True, True, False),
+        ("= /api/push", True, True, False),
+        ("= /api/copy", False, True, False),
+        ("= /api/delete", False, True, False),
+        ("^~ /api/blobs/", False, True, True),
+        ("^~ /v2/", True, False, True),
+        ("/", False, False, False),
+    ],
+)
+def test_each_route_gets_its_buffering_scope_and_body_limit(key_file, header, stream, admin, upload):
+    conf = render_public(render_input.make(key_file))["nginx/corral.conf"]
+    block = _location(conf, header)
+    assert ("proxy_buffering off;" in block) is stream
+    assert ('if ($corral_scope != "admin")' in block) is admin
+    assert ("client_max_body_size 0;" in block) is upload
+    server = conf[conf.index("# The model API") : conf.index("    location ")]
+    for line in ("gzip off;", "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
+                 "proxy_read_timeout 600s;", "proxy_send_timeout 600s;", "client_max_body_size 10m;"):
+        assert f"    {line}\n" in server

@@ -1,0 +1,146 @@
+"""`stack render` end to end through the CLI entry point: load a stack, write, check, refuse."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import textwrap
+
+import pytest
+
+from toolchain.cli import main
+
+ENV = {"ALICE_TOKEN": "alice-0123456789abcdef", "OPS_TOKEN": "ops-0123456789abcdef-x"}
+
+STACK = """\
+version: 1
+targets:
+  a: {url: "http://127.0.0.1:11434"}
+  b: {url: "127.0.0.1:11435"}
+models:
+  tiny: {from: ./tiny.gguf}
+proxy:
+  listen: "127.0.0.1:18080"
+  clients:
+    - {name: alice, token_env: ALICE_TOKEN}
+    - {name: ops, scope: admin, token_env: OPS_TOKEN}
+"""
+
+
+@pytest.fixture
+def stack(tmp_path, monkeypatch):
+    path = tmp_path / "stack.yaml"
+    path.write_text(STACK)
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    return path
+
+
+def test_render_writes_beside_the_stack_and_check_passes(stack, capsys):
+    assert main(["render", "-f", str(stack)]) == 0
+    out = stack.parent / "rendered"
+    assert "Rendered 8 files into" in capsys.readouterr().out
+    conf = (out / "nginx" / "corral.conf").read_text()
+    assert "server 127.0.0.1:11434 max_fails=2" in conf and "server 127.0.0.1:11435 max_fails=2" in conf
+    assert stat.S_IMODE((out / "nginx" / "corral-tokens.conf").stat().st_mode) == 0o600
+    assert ENV["OPS_TOKEN"] not in conf
+    assert main(["render", "-f", str(stack), "--check"]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_check_catches_a_hand_edit_and_a_stack_change(stack, capsys):
+    out = stack.parent / "site"
+    assert main(["render", "-f", str(stack), "--out", str(out)]) == 0
+    conf = out / "nginx" / "corral.conf"
+    conf.write_text(conf.read_text().replace("limit_conn corral_streams 4;", "limit_conn corral_streams 40;"))
+    capsys.readouterr()
+    assert main(["render", "-f", str(stack), "--out", str(out), "--check"]) == 1
+    captured = capsys.readouterr()
+    assert "-        limit_conn corral_streams 40;\n+        limit_conn corral_streams 4;\n" in captured.out
+    assert "rendered files differ" in captured.err
+    assert main(["render", "-f", str(stack), "--out", str(out)]) == 0
+    stack.write_text(STACK.replace('  b: {url: "127.0.0.1:11435"}\n', ""))
+    assert main(["render", "-f", str(stack), "--out", str(out), "--check"]) == 1
+    assert "-    server 127.0.0.1:11435 max_fails=2 fail_timeout=10s;\n" in capsys.readouterr().out
+
+
+def test_missing_token_variable_is_one_line_and_writes_nothing(stack, capsys, monkeypatch):
+    monkeypatch.delenv("OPS_TOKEN")
+    assert main(["render", "-f", str(stack)]) == 1
+    err = capsys.readouterr().err
+    assert err == "Error: environment variable OPS_TOKEN (token of proxy client 'ops') is not set\n"
+    assert sorted(os.listdir(stack.parent)) == ["stack.yaml"]
+
+
+def test_foreign_output_directory_is_refused(stack, capsys):
+    out = stack.parent / "etc"
+    out.mkdir()
+    (out / "passwd").write_text("root:x:0:0\n")
+    assert main(["render", "-f", str(stack), "--out", str(out)]) == 1
+    assert "contains files Corral did not write (passwd); refusing to overwrite" in capsys.readouterr().err
+    assert os.listdir(out) == ["passwd"]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("127.0.0.1:11435", "127.0.0.1:99999"), "is not a valid host:port"),
+        (('url: "http://127.0.0.1:11434"', 'url: "https://gpu-1:11434/x"'), "cannot sit behind the rendered nginx"),
+        (("{name: ops,", "{name: alice,"), "two proxy clients are named 'alice'"),
+        (("token_env: OPS_TOKEN", "token_env: ALICE_TOKEN"), "share the token variable ALICE_TOKEN"),
+    ],
+)
+def test_bad_stacks_fail_with_a_located_message(stack, capsys, edit, message):
+    stack.write_text(STACK.replace(*edit))
+    assert main(["render", "-f", str(stack)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert "stack.yaml" in err
+
+
+def test_preset_for_an_undeclared_model(stack, capsys, tmp_path):
+    key = tmp_path / "key"
+    key.write_text("0123456789abcdef0123\n")
+    stack.write_text(
+        STACK
+        + textwrap.dedent(
+            f"""\
+            webui:
+              public_url: http://chat.localhost
+              client: alice
+              admin_email: a@example.org
+              admin_password_env: PW
+              secret_key_file: {key}
+              presets:
+                - {{id: coder, model: qwen2.5-coder:7b, name: Coder}}
+            """
+        )
+    )
+    assert main(["render", "-f", str(stack)]) == 1
+    err = capsys.readouterr().err
+    assert "preset 'coder' is for model 'qwen2.5-coder:7b', which the stack does not declare" in err
+
+
+def test_the_team_stack_renders_offline_for_review(tmp_path, capsys):
+    """CI has no secrets: `--check` renders the public files of the shipped team stack without them."""
+    shutil.copytree("stacks/team", tmp_path / "team")
+    shutil.copytree("modelfiles", tmp_path / "modelfiles")
+    assert main(["render", "-f", str(tmp_path / "team" / "stack.yaml"), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "+++ b/nginx/corral.conf" in out and "+++ b/open-webui/models.json" in out
+    assert "+    server 10.0.0.11:11434 max_fails=2 fail_timeout=10s;" in out
+    assert "listen 0.0.0.0:443 ssl http2;" in out
+
+
+def test_render_changes_for_stack_plan(stack):
+    from toolchain.render.from_stack import render_changes
+    from toolchain.stack.load import load
+
+    loaded = load(stack, env=ENV)
+    assert ("create", "nginx/corral.conf") in render_changes(loaded)
+    assert main(["render", "-f", str(stack)]) == 0
+    assert render_changes(loaded) == []
+    stack.write_text(STACK.replace("127.0.0.1:18080", "127.0.0.1:18081"))
+    changed = render_changes(load(stack, env=ENV))
+    assert changed == [("update", "compose.yaml"), ("update", "compose/corral.conf"), ("update", "nginx/corral.conf")]
