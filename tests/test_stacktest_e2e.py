@@ -259,3 +259,18 @@ def test_sigterm_during_plan_still_removes_scratch(repo, server):
             proc.wait()
     assert proc.returncode == 130, err
     assert tags(server) == ["base:latest", "bot:latest"]
+
+
+def test_apply_then_test(repo, server, capsys):
+    (repo / "modelfiles/bot.Modelfile").write_text("FROM base\nSYSTEM Changed for apply --test.\n")
+    add_test(repo, "  - name: never\n    prompt: hi\n    options: {num_predict: 4}\n    expect: {equals: not this answer}\n")
+    capsys.readouterr()
+    assert main(["apply", "-f", "stacks/stack.yaml", "--auto-approve", "--test"]) == 1
+    out, err = capsys.readouterr()
+    assert "Apply complete: 1 of 1 change(s) made." in out and "never" in out and "✗ fail" in out
+    assert "Tests fail after the apply on local: bot:latest. Nothing was rolled back." in err and "git revert" in err
+    assert main(["plan", "-f", "stacks/stack.yaml", "--detailed-exitcode"]) == 0  # applied, not rolled back
+    (repo / "stacks/tests/bot.yaml").write_text(TESTS)
+    capsys.readouterr()
+    assert main(["apply", "-f", "stacks/stack.yaml", "--auto-approve", "--test"]) == 0
+    assert "2 passed, 0 failed, 0 errors" in capsys.readouterr().out

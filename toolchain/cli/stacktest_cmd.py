@@ -108,3 +108,45 @@ def _compare(loaded, chosen: list, tests: list, parallel: int) -> list:  # noqa:
             echo = (lambda s: typer.echo(s, err=True))
             out.append(compare_target(plan, tests, client, parallel=parallel, echo=echo))
     return out
+
+
+def apply_then_test(do_apply, plan_file: Optional[Path], file: Path, only: list[str]) -> int:  # noqa: ANN001
+    """`stack apply --test`: apply, then run the stack's tests on the applied targets.
+
+    Nothing is rolled back: a failure names the models whose tests fail and how to revert them.
+    Exit codes: those of `stack apply`, else 0 / 1 (a test fails) / 2 (errors).
+    """
+    import json
+
+    from toolchain.stack.load import load
+    from toolchain.stack.targets import targets
+    from toolchain.stacktest import report
+    from toolchain.stacktest.collect import collect
+
+    do_apply()
+    if plan_file is not None:  # a saved plan names its stack file
+        try:
+            file = Path(json.loads(plan_file.read_text(encoding="utf-8")).get("stack") or file)
+        except (OSError, ValueError) as exc:
+            raise CorralError(f"cannot read saved plan {plan_file}: {exc}") from None
+    try:
+        loaded = load(file)
+        tests = collect(loaded)
+        chosen = targets(loaded, only)
+        typer.echo(f"\nTesting {len(tests)} test(s) on {len(chosen)} target(s) ...")
+        runs = _run(chosen, tests, loaded.stack.runtime.num_parallel or DEFAULT_PARALLEL)
+    except CorralError as exc:
+        print(f"Error: the apply is done, but the tests could not run: {exc}", file=sys.stderr)
+        return 2
+    typer.echo(report.render_text(runs), nl=False)
+    from toolchain.stacktest.run import exit_code
+
+    code = 2 if any(r.error for r in runs) else exit_code([r for run in runs for r in run.results])
+    failing = sorted({f"{run.target}: {r.test.model}" for run in runs for r in run.results if r.outcome != "pass"})
+    if failing:
+        typer.echo(
+            "\nTests fail after the apply on " + ", ".join(failing) + ". Nothing was rolled back. To revert, "
+            f"revert the change in git (git revert <commit>) and run: stack apply -f {file}",
+            err=True,
+        )
+    return code
