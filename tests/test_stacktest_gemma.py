@@ -1,7 +1,8 @@
 """`stack test` on the demo stack with the real Gemma 3 270M model (e2e).
 
 The demo tests pass; a SYSTEM edit in support-bot's Modelfile makes `stack test --plan` compare
-that model only, flips the outcome of a `contains` test, and leaves no scratch model behind.
+that model only, flips the outcome of a `contains` test (pass -> fail: the phrase it looks for
+leaves the prompt), and leaves no scratch model behind.
 """
 
 from __future__ import annotations
@@ -18,12 +19,6 @@ from toolchain.client import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]  # a loaded 2-core machine answers slowly
 
-PINEAPPLE_TEST = """
-  - name: signs off with the codeword
-    prompt: How do I reset my VPN token?
-    options: {num_predict: 40}
-    expect: {contains: PINEAPPLE, case_sensitive: true}
-"""
 
 
 @pytest.fixture
@@ -56,23 +51,21 @@ def test_demo_tests_pass_and_a_system_edit_flips_contains(demo, capsys):
     assert code == 0, json.dumps(results, indent=1)
     assert {r["model"] for r in results} == {"gemma3:270m", "support-bot:latest", "code-review:latest"}
 
-    # A test the current support-bot fails (seen as "before" below) ...
-    tests = root / "stacks/demo/tests/demo.yaml"
-    tests.write_text(tests.read_text().replace("\ncode-review:", PINEAPPLE_TEST + "\ncode-review:"))
+    # A SYSTEM edit: only support-bot is compared, and "knows what it is for" (which looks for a
+    # phrase of the old SYSTEM, now nowhere in the prompt) passes before and fails after.
     vpn = next(r for r in results if r["test"] == "vpn token reset points to the portal")
-
-    # ... and a SYSTEM edit that asks for the codeword: only support-bot is compared.
     mf = root / "modelfiles/support-bot.Modelfile"
-    mf.write_text(mf.read_text().replace('SYSTEM """', 'SYSTEM """Always end your answer with the word PINEAPPLE.\n'))
+    mf.write_text(mf.read_text().replace("for our internal developer tools", "for the finance team's spreadsheets"))
     code, doc = run(capsys, "--plan")
     target = doc["targets"][0]
     assert {t["model"] for t in target["tests"]} == {"support-bot:latest"}, target
-    flipped = next(t for t in target["tests"] if t["test"] == "signs off with the codeword")
+    flipped = next(t for t in target["tests"] if t["test"] == "knows what it is for")
+    assert flipped["before"]["outcome"] == "pass" and flipped["after"]["outcome"] == "fail", json.dumps(flipped)
+    assert flipped["after"]["reasons"] == ["does not contain 'internal developer tools'"]
+    assert target["tests"][0]["test"] == "knows what it is for"  # changed outcomes first
     same = next(t for t in target["tests"] if t["test"] == vpn["test"])
     assert same["before"]["answer"] == vpn["answer"]  # same seed, one at a time: the answer of the plain run
-    assert flipped["before"]["outcome"] == "fail" and flipped["after"]["outcome"] == "pass", flipped
-    assert target["tests"][0]["outcome_changed"]  # changed outcomes first
     assert target["scratch"] and target["leftovers"] == []
     with Client(srv.url) as c:
         assert not [m["name"] for m in c.tags() if m["name"].startswith("corral.invalid/")]
-    assert code == 0
+    assert code == 1  # a proposed model fails its tests
