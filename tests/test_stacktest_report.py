@@ -97,7 +97,7 @@ def test_text_table():
 def test_markdown_run():
     out = render_markdown(RUNS)
     assert out.startswith("### Corral stack test\n\n**1 passed, 1 failed, 1 error**")
-    assert "| `bot:latest` | polite &lt;&amp;&gt; | ✗ fail | 2 | 0.50 | does not contain &#x27;hello&#x27; | Goodbye. |" in out
+    assert "| `bot:latest` | polite &lt;&amp;&gt; | ✗ fail | 2 | 0.50 | does not contain 'hello' | Goodbye. |" in out
 
 
 @pytest.mark.parametrize(
@@ -108,6 +108,9 @@ def test_markdown_run():
         ("", "new", [("+", "new")]),
         ("old", "", [("-", "old")]),
         ("one  two", "one two three", [("=", "one"), ("-", "  "), ("+", " "), ("=", "two"), ("+", " three")]),
+        # changed words separated only by blanks are one change
+        ("for our internal tools. Bye", "for the finance team. Bye",
+         [("=", "for "), ("-", "our internal tools."), ("+", "the finance team."), ("=", " Bye")]),
     ],
 )
 def test_word_diff(before, after, ops):
@@ -141,7 +144,7 @@ def test_compare_markdown():
     assert "**4 test(s) of changed models, 1 outcome(s) changed, 2 answer(s) changed, 1 on new models" in out
     assert out.count("<details>") == 2 and out.count("</details>") == 2
     assert out.index("<code>bot:latest</code>") < out.index("<code>fresh:latest</code>")
-    assert "| flip | ✓ pass → ✗ fail | does not contain &#x27;hello&#x27; |" in out
+    assert "| flip | ✓ pass → ✗ fail | does not contain 'hello' |" in out
     assert "| n | (new) → ✓ pass |  |" in out
     assert "Open the {+self-service +}portal." in out
     assert "- changed, no tests: other:latest" in out

@@ -216,15 +216,27 @@ def word_diff(before: str, after: str) -> list[tuple[str, str]]:
     import difflib
 
     a, b = _WORD.findall(before), _WORD.findall(after)
-    out: list[tuple[str, str]] = []
+    # blocks: ("=", text) or ("~", removed, added); changes separated only by blanks are one change
+    blocks: list[tuple[str, ...]] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b).get_opcodes():
         if op == "equal":
-            out.append(("=", "".join(a[i1:i2])))
+            blocks.append(("=", "".join(a[i1:i2])))
             continue
-        if i2 > i1:
-            out.append(("-", "".join(a[i1:i2])))
-        if j2 > j1:
-            out.append(("+", "".join(b[j1:j2])))
+        removed, added = "".join(a[i1:i2]), "".join(b[j1:j2])
+        if len(blocks) >= 2 and blocks[-2][0] == "~" and blocks[-1][0] == "=" and not blocks[-1][1].strip():
+            blank = blocks.pop()[1]
+            _, r, d = blocks.pop()
+            removed, added = r + blank + removed, d + blank + added
+        blocks.append(("~", removed, added))
+    out: list[tuple[str, str]] = []
+    for block in blocks:
+        if block[0] == "=":
+            out.append(("=", block[1]))
+            continue
+        if block[1]:
+            out.append(("-", block[1]))
+        if block[2]:
+            out.append(("+", block[2]))
     return out
 
 

@@ -175,7 +175,7 @@ def _xml_text(text: str) -> str:
 
 
 def _md_cell(text: str) -> str:
-    return html.escape(text).replace("|", "\\|").replace("\n", " ")
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def _fence(text: str) -> str:
@@ -281,12 +281,12 @@ def render_compare_text(comparisons: Sequence[TargetComparison]) -> str:
                 if p.answer_changed:
                     assert p.before is not None and p.before.answer is not None and p.after.answer is not None
                     diff = Text("      ")
+                    marks = {"=": "{}", "-": "[-{}-]", "+": "{{+{}+}}"}  # plain text: git's word-diff marks
                     for op, text in word_diff(p.before.answer.text, p.after.answer.text):
-                        diff.append(text, style={"=": "", "-": "red strike", "+": "green"}[op])
-                    if not os.isatty(1):
-                        from toolchain.stacktest.compare import plain_word_diff
-
-                        diff = Text("      " + plain_word_diff(p.before.answer.text, p.after.answer.text))
+                        if os.isatty(1):
+                            diff.append(text.replace("\n", "\n      "), style={"=": "", "-": "red strike", "+": "green"}[op])
+                        else:
+                            diff.append(marks[op].format(text).replace("\n", "\n      "))
                     console.print(diff)
         for note in _notes(c):
             console.print(f"  {note}", markup=False)
