@@ -274,3 +274,54 @@ def test_apply_then_test(repo, server, capsys):
     capsys.readouterr()
     assert main(["apply", "-f", "stacks/stack.yaml", "--auto-approve", "--test"]) == 0
     assert "2 passed, 0 failed, 0 errors" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("plan", [False, True], ids=["run", "plan"])
+def test_server_dying_mid_run_makes_the_remaining_tests_errors(tmp_path, tiny_gguf, monkeypatch, plan):
+    (tmp_path / ".git").mkdir()
+    files = {"stacks/stack.yaml": STACK, "modelfiles/base.Modelfile": BASE_MF, "modelfiles/bot.Modelfile": BOT_MF,
+             "stacks/tests/bot.yaml": "bot:\n" + "".join(
+                 f"  - name: long{i}\n    prompt: story {i}\n    options: {{num_predict: 4000, num_ctx: 8192}}\n"
+                 for i in range(30))}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TINY_GGUF", str(tiny_gguf))
+    monkeypatch.setenv("CORRAL_LOCK_DIR", str(tmp_path))
+    srv = start_server(tmp_path / "models")
+    try:
+        monkeypatch.setenv("CORRAL_URL", srv.url)
+        assert main(["apply", "-f", "stacks/stack.yaml", "--auto-approve"]) == 0
+        if plan:
+            (tmp_path / "modelfiles/bot.Modelfile").write_text("FROM base\nSYSTEM Changed.\n")
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        proc = subprocess.Popen([sys.executable, "-m", "toolchain.cli", "test", "-f", "stacks/stack.yaml", "--format", "json"]
+                                + (["--plan"] if plan else []),
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            with Client(srv.url) as c:
+                for _ in range(600):  # wait (bounded) until the tests are answering
+                    if c.ps() or proc.poll() is not None:
+                        break
+                    time.sleep(0.1)
+            assert proc.poll() is None
+            os.kill(srv.proc.pid, signal.SIGKILL)
+            srv.proc.wait(timeout=30)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        srv.stop()
+    assert proc.returncode == 2, err
+    target = json.loads(out)["targets"][0]
+    if plan:  # the server is gone: the scratch model cannot be removed, and the report says so
+        results = [p["after"] for p in target["tests"]]
+        assert target["leftovers"] == target["scratch"] and len(target["scratch"]) == 1
+    else:
+        results = target["results"]
+    assert len(results) == 31  # every test is reported
+    errors = [r for r in results if r["outcome"] == "error"]
+    assert len(errors) >= 29 and all(r["error"] for r in errors)

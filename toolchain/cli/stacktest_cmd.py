@@ -30,10 +30,12 @@ def test(
     fmt: str = typer.Option("text", "--format", help="text, json, junit or markdown."),
 ) -> None:
     """Run the prompt regression tests of the stack (or, with --plan, before → after a change)."""
+    import httpx
+
     try:
         code = _test(file, model or [], target or [], pattern, plan, fmt)
-    except CorralError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+    except (CorralError, httpx.HTTPError) as exc:
+        print(f"Error: {exc or type(exc).__name__}", file=sys.stderr)
         raise typer.Exit(2) from None
     raise typer.Exit(code)
 

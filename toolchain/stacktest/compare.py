@@ -20,6 +20,8 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Optional, Sequence
 
+import httpx
+
 from toolchain.client import Client
 from toolchain.errors import APIError, CorralError
 from toolchain.stack.apply import perform
@@ -119,8 +121,8 @@ def compare_target(
             for t in tested:
                 before = by_job.get((id(t), changes[t.key].model)) if changes[t.key].action != "create" else None
                 result.pairs.append(Pair(t, changes[t.key].action, before, by_job[(id(t), names[t.key])]))
-        except CorralError as exc:
-            result.error = str(exc)
+        except (CorralError, httpx.HTTPError) as exc:
+            result.error = str(exc) or type(exc).__name__
         finally:
             result.leftovers = remove_scratch(client, result.scratch)
     return result
@@ -160,11 +162,11 @@ def remove_scratch(client: Client, names: Sequence[str]) -> list[str]:
     with _ignore_interrupts():
         try:
             loaded = {m.get("name") or m.get("model") for m in client.ps()}
-        except CorralError:
+        except (CorralError, httpx.HTTPError):
             loaded = set()
         for name in reversed(names):
             if name in loaded:
-                with contextlib.suppress(CorralError):
+                with contextlib.suppress(CorralError, httpx.HTTPError):
                     for _ in client.generate({"model": name, "keep_alive": 0}):
                         pass
             try:
@@ -172,7 +174,7 @@ def remove_scratch(client: Client, names: Sequence[str]) -> list[str]:
             except APIError as exc:
                 if exc.status != 404:
                     leftovers.append(name)
-            except CorralError:
+            except (CorralError, httpx.HTTPError):
                 leftovers.append(name)
     return leftovers
 

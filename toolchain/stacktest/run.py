@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Optional, Sequence
 
+import httpx
+
 from toolchain.client import Client
 from toolchain.errors import CorralError
 from toolchain.stacktest.check import Answer, check
@@ -68,6 +70,10 @@ def run_one(client: Client, job: Job) -> Result:
         answer = ask(client, job.test, job.model)
     except CorralError as exc:
         return Result(job.test, job.model, "error", error=str(exc))
+    except httpx.HTTPError as exc:  # the server went away or stalled mid-answer
+        return Result(job.test, job.model, "error", error=f"the answer broke off: {exc or type(exc).__name__}")
+    except ValueError as exc:  # a line that is not JSON
+        return Result(job.test, job.model, "error", error=f"the server sent a malformed answer: {exc}")
     reasons = check(answer, job.test.case.expect)
     return Result(job.test, job.model, "fail" if reasons else "pass", reasons, answer)
 
@@ -113,7 +119,7 @@ def lanes(client: Client, models: Sequence[str]) -> dict[str, str]:
     for model in dict.fromkeys(models):
         try:
             base, adapters = blob_digests(client.show(model).get("modelfile") or "")
-        except CorralError:
+        except (CorralError, httpx.HTTPError):
             base, adapters = None, ()
         out[model] = f"{base}+{','.join(adapters)}" if base else model
     return out
