@@ -155,3 +155,16 @@ def test_schema_covers_tests():
     expect = schema["$defs"]["Expect"]["properties"]
     assert set(expect) == {"contains", "not_contains", "case_sensitive", "regex", "json_schema", "max_tokens", "max_seconds", "equals"}
     assert schema["properties"]["tests"]["type"] == "array"
+
+
+def test_the_demo_stack_tests_load(monkeypatch, tmp_path):
+    from tests.support.server import REPO_ROOT
+
+    monkeypatch.setenv("GEMMA_GGUF", str(tmp_path / "gemma.gguf"))
+    tests = collect(load(REPO_ROOT / "stacks/demo/stack.yaml"))
+    by_model: dict[str, list[str]] = {}
+    for t in tests:
+        by_model.setdefault(t.model, []).append(t.name)
+    assert set(by_model) == {"gemma3:270m", "support-bot:latest", "code-review:latest"}
+    assert "knows what it is for" in by_model["support-bot:latest"]
+    assert all(t.case.effective_options()["temperature"] == 0 for t in tests)
