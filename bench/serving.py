@@ -37,6 +37,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# A new connection per request: servers close idle keep-alive connections after ~5 s (cpp-httplib,
+# uvicorn), and a pooled connection closed under the client fails the request.
+FRESH = httpx.Limits(max_keepalive_connections=0)
+
 WORDS = "river mountain lantern harbor orchard meadow glacier canyon village forest desert island".split()
 
 
@@ -103,7 +107,7 @@ class LlamaServerTarget:
 
     async def start(self) -> None:
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=600)
+        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=600, limits=FRESH)
         for _ in range(600):
             try:
                 r = await self.client.get("/health")
@@ -152,7 +156,7 @@ class OllamaTarget:
         self.client = None
 
     async def start(self) -> None:
-        self.client = httpx.AsyncClient(base_url=self.url, timeout=600)
+        self.client = httpx.AsyncClient(base_url=self.url, timeout=600, limits=FRESH)
 
     async def request(self, prompt: str, num_predict: int) -> tuple[float, int]:
         body = {

@@ -59,6 +59,16 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.state.registry_store = RegistryStore(app.state.store)
     app.include_router(registry_router)
     app.include_router(pull_push_router)
+
+    from server import auth, cors, limits, observe
+    from server.openai import routes as openai_routes
+
+    openai_routes.install(app)  # /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models
+    # Middleware, innermost first (each add wraps the ones before it):
+    limits.install(app, config)  # body limits (CORRAL_MAX_BODY_BYTES, CORRAL_MAX_BLOB_BYTES)
+    auth.install(app, config)  # Host check, API keys and scopes
+    cors.install(app, config.origins)  # OLLAMA_ORIGINS; outside auth so 401/403 carry CORS headers
+    observe.install(app)  # /metrics and the access log: the outermost middleware
     return app
 
 

@@ -57,6 +57,17 @@ def parse_uint(default: int) -> Callable[[str], int]:
     return parse
 
 
+def parse_keys_file(raw: str) -> Path:
+    from toolchain.keys import default_path
+
+    return default_path({"CORRAL_KEYS_FILE": raw})
+
+
+def parse_names(raw: str) -> tuple[str, ...]:
+    """A comma-separated list (spaces around items ignored, empty items dropped)."""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
 def parse_keep_alive_env(raw: str) -> float:
     from toolchain.duration import keep_alive_from_env
 
@@ -94,6 +105,22 @@ class Config:
     host: str = setting("OLLAMA_HOST", parse_host, "IP address and port for the server (default 127.0.0.1:11434)")
     models: Path = setting("OLLAMA_MODELS", parse_models, "The path to the models directory (default ~/.ollama/models)")
     noprune: bool = setting("OLLAMA_NOPRUNE", parse_bool, "Do not prune model blobs on startup or after delete")
+    origins: str = setting("OLLAMA_ORIGINS", parse_str, "A comma separated list of allowed origins")
+    # security (server.auth, server.limits, server.serve)
+    keys_file: Path = setting("CORRAL_KEYS_FILE", parse_keys_file,
+                              "API keys file written by `stack keys` (default ~/.corral/keys.json)")
+    allow_unauthenticated: bool = setting("CORRAL_ALLOW_UNAUTHENTICATED", parse_bool,
+                                          "Serve a non-loopback address without API keys (auth done in front)")
+    allowed_hosts: tuple[str, ...] = setting("CORRAL_ALLOWED_HOSTS", parse_names,
+                                             "Extra Host names a loopback server answers (comma separated)")
+    max_body_bytes: int = setting("CORRAL_MAX_BODY_BYTES", parse_uint(32 << 20),
+                                  "Largest request body except blob uploads (default 32 MiB; 0 = no limit)")
+    max_blob_bytes: int = setting("CORRAL_MAX_BLOB_BYTES", parse_uint(0),
+                                  "Largest blob upload (default 0 = no limit)")
+    max_connections: int = setting("CORRAL_MAX_CONNECTIONS", parse_uint(1024),
+                                   "Concurrent connections and requests before answering 503 (default 1024)")
+    idle_timeout: int = setting("CORRAL_IDLE_TIMEOUT", parse_uint(5),
+                                "Seconds an idle keep-alive connection is kept open (default 5)")
     # inference (server.scheduler)
     keep_alive: float = setting("OLLAMA_KEEP_ALIVE", parse_keep_alive_env,
                                 "The duration that models stay loaded in memory (default \"5m\")")

@@ -28,6 +28,10 @@ from server.streaming import RequestError
 MAX_NUM_CTX = 1 << 20
 MAX_NUM_PREDICT = 1 << 24
 
+# Ollama's answer (llama-server runner) when truncation is disabled and the prompt does not fit.
+PROMPT_TOO_LONG = ("the prompt is longer than the context length currently available to the model; shorten the "
+                   "prompt, adjust the context length in settings, or use a model with a longer context length")
+
 
 @dataclass
 class Final:
@@ -41,6 +45,10 @@ class Final:
     eval_count: int = 0
     eval_duration: int = 0
     context: Optional[list[int]] = None
+    # The whole prompt and the part of it reused from the KV cache (OpenAI's usage counts every
+    # prompt token; Ollama's prompt_eval_count only the evaluated ones). Not native metrics.
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
 
     def metrics(self) -> dict[str, int]:
         """The six metric keys, omitted when zero (Go's omitempty)."""
@@ -84,6 +92,7 @@ class Engine:
     def __init__(self, scheduler: Scheduler, store: Any) -> None:
         self.scheduler = scheduler
         self.store = store
+        self.observer: Any = None  # server.observe.Metrics: told about every finished generation
 
     # -- model resolution ----------------------------------------------------------------------
 
@@ -146,21 +155,27 @@ class Engine:
         if job.kind == "generate" and job.raw and (job.template or job.system or job.context):
             raise RequestError("raw mode does not support template, system, or context", 400)
         caps = model_source.capabilities(model)
+        if "completion" not in caps:
+            raise RequestError(f'"{job.model}" does not support {job.kind}', 400)
         if job.suffix and "insert" not in caps:
             raise RequestError(f"{model.full} does not support insert", 400)
         if job.tools and "tools" not in caps:
             raise RequestError(f"{model.full} does not support tools", 400)
         if job.images and "vision" not in caps:
             raise RequestError(f"{model.full} does not support vision", 400)
+        if job.images:  # a projector model: the runner has no image path yet, so say so
+            raise RequestError("image input is not supported by this server yet", 501)
         if job.think and "thinking" not in caps:
             raise RequestError(f'"{job.model}" does not support thinking', 400)
         options = self.options(model, job.options)
+        if not job.shift and options.get("num_predict", -1) == -1:
+            options["num_predict"] = -2  # no context shift: stop with "length" when the context is full
         spec = self.load_spec(model, options)
         lease = await self.acquire(model, spec, job.keep_alive)
         try:
             load_ns = now_ns() - started
             if job.is_empty:
-                yield ("done", Final(done_reason="load", total_duration=now_ns() - started, load_duration=load_ns))
+                yield ("done", Final(done_reason="load"))  # Ollama answers a load without metrics
                 return
             runner = lease.runner
             prompt = await model_source.render(job, model, runner, lease.num_ctx)
@@ -168,13 +183,20 @@ class Engine:
                 yield ("debug", {"rendered_template": prompt, "image_count": len(job.images)})
                 return
             request = model_source.completion_request(prompt, options, job.format, getattr(runner, "info", None))
+            if not job.truncate and isinstance(prompt, str):
+                n = len(await runner.tokenize(prompt, request.add_special, True))
+                if n > lease.num_ctx:
+                    raise RequestError(PROMPT_TOO_LONG, 400)
             final_chunk = None
+            first_text_ns = 0
             tools = model_source.tool_parser(model, job.tools) if job.tools else None
             stream = None
             try:
                 stream = await runner.completion(request)
                 async for chunk in stream:
                     text = chunk.text
+                    if text and not first_text_ns:
+                        first_text_ns = now_ns()
                     if tools is not None and text:
                         text, calls = tools.feed(text)
                         if calls:
@@ -199,7 +221,13 @@ class Engine:
                 rest = tools.finish()
                 if rest:
                     yield ("text", rest)
-            yield ("done", _final(final_chunk, started, load_ns, job))
+            final = _final(final_chunk, started, load_ns, job)
+            if self.observer is not None:
+                self.observer.record_generation(
+                    model.short, prompt_tokens=final.prompt_eval_count, generated_tokens=final.eval_count,
+                    ttft_seconds=(first_text_ns - started) / 1e9 if first_text_ns else None,
+                    load_wait_seconds=load_ns / 1e9)
+            yield ("done", final)
         finally:
             lease.release()
 
@@ -243,6 +271,8 @@ def _final(chunk: Any, started: int, load_ns: int, job: TextJob) -> Final:
         final.prompt_eval_duration = stats.prompt_eval_duration
         final.eval_count = stats.eval_count
         final.eval_duration = stats.eval_duration
+        final.prompt_tokens = getattr(stats, "prompt_tokens", 0)
+        final.cached_tokens = getattr(stats, "cached_tokens", 0)
     if job.kind == "generate" and not job.raw:
         final.context = getattr(chunk, "context", None)
     return final

@@ -101,7 +101,15 @@ class Message(BaseModel):
 Think = Union[bool, Literal["high", "medium", "low", "max"], None]
 
 
+def _check_top_logprobs(value: int) -> int:
+    if not 0 <= value <= 20:
+        raise ValueError("top_logprobs must be between 0 and 20")
+    return value
+
+
 class GenerateRequest(_Request):
+    logprobs: bool = False
+    top_logprobs: int = 0
     debug_render_only: bool = Field(False, alias="_debug_render_only")
     prompt: str = ""
     suffix: str = ""
@@ -117,6 +125,7 @@ class GenerateRequest(_Request):
     shift: Optional[bool] = None
 
     _format = field_validator("format")(classmethod(lambda cls, v: _check_format(v)))
+    _top_logprobs = field_validator("top_logprobs")(classmethod(lambda cls, v: _check_top_logprobs(v)))
 
     @field_validator("prompt", "suffix", mode="before")
     @classmethod
@@ -125,6 +134,8 @@ class GenerateRequest(_Request):
 
 
 class ChatRequest(_Request):
+    logprobs: bool = False
+    top_logprobs: int = 0
     debug_render_only: bool = Field(False, alias="_debug_render_only")
     messages: list[Message] = Field(default_factory=list)
     tools: Optional[list[dict[str, Any]]] = None
@@ -135,6 +146,7 @@ class ChatRequest(_Request):
     shift: Optional[bool] = None
 
     _format = field_validator("format")(classmethod(lambda cls, v: _check_format(v)))
+    _top_logprobs = field_validator("top_logprobs")(classmethod(lambda cls, v: _check_top_logprobs(v)))
 
     @field_validator("messages", mode="before")
     @classmethod
@@ -170,7 +182,7 @@ def validation_message(exc: ValidationError) -> str:
     msg = err.get("msg", "invalid value")
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-        if loc in ("input", "format", "keep_alive") or msg.startswith(("time:", "Unsupported", "invalid")):
+        if loc in ("input", "format", "keep_alive", "top_logprobs") or msg.startswith(("time:", "Unsupported", "invalid")):
             return msg
     return f"{loc}: {msg}" if loc else msg
 

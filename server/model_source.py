@@ -15,9 +15,11 @@ from server import errors
 from server.inference import Engine, ResolvedModel
 from server.inference_types import TextJob
 from server.scheduler import Scheduler, settings_from_config, settings_from_env
+from server.store_model import load_model
 from server.streaming import RequestError
 from toolchain import options as option_table
 from toolchain.names import parse_name
+
 
 def make_engine(state: Any) -> Engine:
     """The engine of an app: the store in `state.store`, settings from the environment."""
@@ -31,8 +33,6 @@ def make_engine(state: Any) -> Engine:
 
 def resolve(store: Any, name: str, *, not_found: str) -> ResolvedModel:
     """The stored model `name` refers to; 404 with `not_found` (formatted with the name as sent)."""
-    from server.store_model import load_model
-
     parsed = parse_name(name)
     if not parsed.is_valid():
         raise RequestError("invalid model name", 400)

@@ -2,7 +2,7 @@
 
 It keeps a model → runner map and gives requests a `Lease` on a runner slot:
 
-- A loaded runner whose load-time settings (`LoadSpec`) match is reused at once; a different
+- A loaded runner whose load-time settings (the runner's `LoadSpec`) match is reused at once; a different
   spec (say a new `num_ctx`) retires the old runner when it drains and loads a new one.
 - Each runner has `num_parallel` slots; a request waits for a free slot. Every request that has
   to wait, for a load or for a slot, counts against `max_queue`; beyond it the request fails
@@ -55,19 +55,9 @@ class RunnerLike(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class LoadSpec:
-    """Everything that is fixed when a runner loads; a different spec means a reload."""
-
-    model_path: str
-    num_ctx: int
-    num_parallel: int
-    num_batch: int = 512
-    num_thread: int = 0
-    use_mmap: Optional[bool] = None
-    embedding: bool = False
-    adapters: tuple[str, ...] = ()
-
+# A spec is the runner's `server.runner.types.LoadSpec` (frozen, comparable): the scheduler only
+# reads its `model_path`, `adapters`, `num_parallel` and `num_ctx`, and compares specs for equality.
+LoadSpec = Any
 
 
 def _key(spec: Any) -> tuple[Any, ...]:
@@ -322,6 +312,11 @@ class Scheduler:
             await self._retire(victim)
 
     def _unload_soon(self, entry: _Entry) -> None:
+        """Unload an idle runner. It leaves the map at once, so a request arriving before the
+        process has exited loads a new runner instead of attaching to the closing one."""
+        entry.retiring = True
+        if self._loaded.get(_key(entry.spec)) is entry:
+            del self._loaded[_key(entry.spec)]
         task = asyncio.get_running_loop().create_task(self._close(entry))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

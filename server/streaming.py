@@ -52,13 +52,25 @@ def _as_error(exc: BaseException) -> RequestError:
     return RequestError(str(exc) or exc.__class__.__name__, 500)
 
 
-async def ndjson_response(chunks: AsyncIterator[dict[str, Any]]) -> Response:
-    """Stream `chunks` as NDJSON, with Ollama's error framing before and after the first byte."""
+async def ndjson_response(
+    chunks: AsyncIterator[dict[str, Any]], receive: Optional[Callable[[], Awaitable[dict[str, Any]]]] = None
+) -> Response:
+    """Stream `chunks` as NDJSON, with Ollama's error framing before and after the first byte.
+
+    With `receive` (the request's ASGI receive, its body already read), a client that goes away
+    before the first chunk (queued for a slot, or waiting for a load) is dropped at once (499).
+    """
     try:
-        first = await chunks.__anext__()
+        if receive is None:
+            first = await chunks.__anext__()
+        else:
+            first = await _unless_disconnected(chunks.__anext__(), receive)
     except StopAsyncIteration:
         await _close(chunks)
         return Response(b"", media_type=NDJSON)
+    except ClientGone:
+        await _close(chunks)
+        return error_response("request canceled", 499)
     except Exception as exc:  # noqa: BLE001 - becomes the HTTP answer
         await _close(chunks)
         err = _as_error(exc)

@@ -6,16 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from toolchain.cli.run_cmd import go_duration, human_bytes, human_until, parameter_value, ps_table, summary
-
-
-@pytest.mark.parametrize(
-    "n, text",
-    [(0, "0 B"), (999, "999 B"), (1000, "1 KB"), (1500, "1.5 KB"), (2_019_393_189, "2.0 GB"),
-     (19_000_000_000, "19 GB"), (2_000_000_000, "2 GB"), (274_302_450, "274 MB")],
-)
-def test_human_bytes(n, text):
-    assert human_bytes(n) == text
+from toolchain.cli.run_cmd import go_duration, human_until, parameter_value, ps_table, summary
 
 
 @pytest.mark.parametrize(
@@ -96,6 +87,7 @@ def test_verbose_summary_lines():
 # -- against a real `stack serve` (tiny model) --------------------------------------------------
 
 import hashlib  # noqa: E402
+import json  # noqa: E402
 import io  # noqa: E402
 import os  # noqa: E402
 import pty  # noqa: E402
@@ -111,13 +103,19 @@ from toolchain.client import Client  # noqa: E402
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_gguf):
     with start_server(tmp_path_factory.mktemp("models"), env={"OLLAMA_NUM_PARALLEL": "1"}) as srv:
+        from gguf import PoolingType
+
+        from tests.support.tiny_gguf import write_tiny_llama
+
+        embedder = write_tiny_llama(tmp_path_factory.mktemp("gguf") / "embed.gguf", pooling_type=PoolingType.MEAN)
         with Client(srv.url) as client:
-            data = tiny_gguf.read_bytes()
-            digest = "sha256:" + hashlib.sha256(data).hexdigest()
-            client.create_blob(digest, data)
-            for _ in client.create({"model": "tiny", "files": {"tiny.gguf": digest}, "system": "model system",
-                                    "parameters": {"temperature": 0, "num_predict": 4}}):
-                pass
+            for name, path, extra in (("tiny", tiny_gguf, {"system": "model system", "parameters": {
+                    "temperature": 0, "num_predict": 4}}), ("tiny-embed", embedder, {})):
+                data = path.read_bytes()
+                digest = "sha256:" + hashlib.sha256(data).hexdigest()
+                client.create_blob(digest, data)
+                for _ in client.create({"model": name, "files": {"m.gguf": digest}, **extra}):
+                    pass
         yield srv
 
 
@@ -149,9 +147,28 @@ def test_run_reads_piped_stdin(server):
     assert done.returncode == 0 and done.stderr == ""
 
 
+def test_run_an_embedding_model_prints_the_vector(server):
+    done = stack(server, "run", "tiny-embed", "the sky is blue")
+    assert done.returncode == 0, done.stderr
+    vector = json.loads(done.stdout)
+    assert len(vector) == 64 and all(isinstance(v, float) for v in vector)
+    done = stack(server, "run", "tiny-embed", stdin="")
+    assert done.returncode == 1
+    assert done.stderr == 'Error: embedding models require input text. Usage: stack run tiny-embed "your text here"\n'
+
+
+def test_run_pulls_a_missing_model_first(server):
+    # this server is also a registry: pull its own tiny model under a registry name, then run it
+    name = f"{server.host_env}/library/tiny:latest"
+    done = stack(server, "run", "--insecure", name, "hello")
+    assert done.returncode == 0, done.stderr
+    assert "success" in done.stderr and done.stdout.endswith("\n")
+    assert any(m["name"] == name for m in Client(server.url).tags())
+
+
 def test_errors_are_one_line(server):
-    done = stack(server, "run", "nope", "hi")
-    assert done.returncode == 1 and done.stderr == "Error: model 'nope' not found, try pulling it first\n"
+    done = stack(server, "run", "--insecure", f"{server.host_env}/library/nope:latest", "hi")
+    assert done.returncode == 1 and done.stderr.endswith("\nError: pull model manifest: file does not exist\n")
     done = stack(server, "stop", "nope")
     assert done.returncode == 1 and done.stderr == 'Error: couldn\'t find model "nope" to stop\n'
 

@@ -74,7 +74,8 @@ def test_generate_stream_false_is_one_object_with_the_whole_text(served):
 def test_load_then_unload_with_empty_prompts(served):
     client, _ = served
     resp = client.post("/api/generate", json={"model": "tiny", "keep_alive": -1})
-    body = lines(resp)[-1]
+    (body,) = lines(resp)
+    assert set(body) == {"model", "created_at", "response", "done", "done_reason"}  # as Ollama: no metrics
     assert body["done_reason"] == "load" and body["response"] == "" and body["done"] is True
     ps = loaded(client)["tiny:latest"]
     assert ps["model"] == "tiny:latest" and ps["size_vram"] == 0 and ps["context_length"] == 256
@@ -83,6 +84,7 @@ def test_load_then_unload_with_empty_prompts(served):
     assert len(ps["digest"]) == 64 and ps["details"]["format"] == "gguf"
     resp = client.post("/api/generate", json={"model": "tiny", "keep_alive": 0, "stream": False})
     assert resp.json()["done_reason"] == "unload" and resp.json()["model"] == "tiny"
+    assert set(resp.json()) == {"model", "created_at", "response", "done", "done_reason"}
     for _ in range(200):
         if "tiny:latest" not in loaded(client):
             break
@@ -147,6 +149,12 @@ def test_modelfile_parameters_are_defaults_and_a_new_num_ctx_reloads(served):
         ("/api/generate", {"model": "tiny", "prompt": "x", "keep_alive": "300"}, 400,
          'time: missing unit in duration "300"'),
         ("/api/embed", {"model": "tiny", "input": 5}, 400, "invalid input type"),
+        ("/api/generate", {"model": "tiny", "prompt": "x", "top_logprobs": 21}, 400,
+         "top_logprobs must be between 0 and 20"),
+        ("/api/generate", {"model": "tiny", "prompt": "hello " * 300, "raw": True, "truncate": False,
+                           "options": {"num_ctx": 64}}, 400,
+         "the prompt is longer than the context length currently available to the model; shorten the prompt, "
+         "adjust the context length in settings, or use a model with a longer context length"),
     ],
 )
 def test_bad_requests(served, path, body, status, error):
@@ -213,3 +221,49 @@ def test_a_crashed_runner_is_a_500_and_the_next_request_reloads(served):
     assert body["done"] is True  # the dead runner was replaced before use
     (_, _, _, again), = [r for r in app.state.engine.scheduler.running() if r[0].name == "tiny:latest"]
     assert again is not runner and again.alive
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory):
+    from gguf import PoolingType
+
+    from tests.support.tiny_gguf import write_tiny_llama
+
+    gguf = write_tiny_llama(tmp_path_factory.mktemp("gguf") / "embed.gguf", pooling_type=PoolingType.MEAN)
+    app = make_app(tmp_path_factory.mktemp("models"), OLLAMA_NUM_PARALLEL="4")
+    with TestClient(app) as client:
+        create_model(client, "tiny-embed", gguf)
+        yield client
+
+
+def test_embedding_models_embed_but_do_not_generate(embedder):
+    resp = embedder.post("/api/generate", json={"model": "tiny-embed", "prompt": "hi"})
+    assert (resp.status_code, resp.json()) == (400, {"error": '"tiny-embed" does not support generate'})
+    resp = embedder.post("/api/chat", json={"model": "tiny-embed", "messages": [{"role": "user", "content": "hi"}]})
+    assert (resp.status_code, resp.json()) == (400, {"error": '"tiny-embed" does not support chat'})
+    body = embedder.post("/api/embed", json={"model": "tiny-embed", "input": ["a b", "the sky"]}).json()
+    assert len(body["embeddings"]) == 2 and len(body["embeddings"][0]) == 64
+    (m,) = embedder.get("/api/ps").json()["models"]
+    assert m["name"] == "tiny-embed:latest"
+
+
+def test_load_timeout_is_a_500_naming_it(tmp_path, tiny_gguf):
+    app = make_app(tmp_path / "models", OLLAMA_LOAD_TIMEOUT="1ms")  # no process starts that fast
+    with TestClient(app) as client:
+        create_model(client, "tiny", tiny_gguf)
+        resp = client.post("/api/generate", json={"model": "tiny", "prompt": "hi"})
+        assert resp.status_code == 500 and "timed out" in resp.json()["error"]
+        assert client.get("/api/ps").json() == {"models": []}
+
+
+def test_shift_false_stops_when_the_context_is_full(served):
+    client, _ = served
+    body = client.post("/api/generate", json={"model": "tiny", "prompt": "hello", "raw": True, "stream": False,
+                                              "shift": False, "options": {"num_ctx": 64, "temperature": 0}}).json()
+    assert body["done_reason"] == "length" and body["eval_count"] < 64  # greedy never ends otherwise
+
+
+def test_an_oversized_body_is_413(served):
+    client, _ = served
+    resp = client.post("/api/generate", json={"model": "tiny", "prompt": "x" * (33 << 20)})
+    assert resp.status_code == 413 and "larger than" in resp.json()["error"]

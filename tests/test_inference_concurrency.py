@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import signal
 import threading
 import time
 
@@ -136,3 +138,42 @@ def test_disconnect_while_waiting_for_a_non_streamed_answer_stops_the_generation
     assert wait_until(lambda: app.state.engine.scheduler.pending == 0)
     r = client.post("/api/generate", json={**body, "format": None, "options": {"num_predict": 2}})
     assert r.status_code == 200 and r.json()["done"]
+
+
+def test_a_runner_crash_mid_stream_ends_the_stream_with_an_error_line_and_the_next_request_reloads(served):
+    client, app = served
+    body = {"model": "tiny", "prompt": "hello", "raw": True, "options": ENDLESS, "format": NEVER_DONE}
+    with client.stream("POST", "/api/generate", json=body) as resp:
+        lines = resp.iter_lines()
+        assert orjson.loads(next(lines))["done"] is False
+        runner = runner_of(app, "tiny:latest")
+        os.kill(runner.pid, signal.SIGKILL)
+        rest = [orjson.loads(line) for line in lines if line.strip()]
+    assert resp.status_code == 200
+    assert "error" in rest[-1] and rest[-1]["error"].startswith("model runner has unexpectedly stopped")
+    r = client.post("/api/generate", json={"model": "tiny", "prompt": "hello", "raw": True, "stream": False,
+                                          "options": {"num_predict": 2}})
+    assert r.status_code == 200 and r.json()["done"] is True
+    assert runner_of(app, "tiny:latest") is not runner
+
+
+def test_a_client_that_leaves_while_queued_gives_up_its_place(served):
+    client, app = served
+    scheduler = app.state.engine.scheduler
+    body = {"model": "tiny", "prompt": "hello", "raw": True, "options": ENDLESS, "format": NEVER_DONE}
+    streams = []
+    try:
+        for _ in range(2):  # both slots busy
+            cm = client.stream("POST", "/api/generate", json=body)
+            lines = cm.__enter__().iter_lines()
+            next(lines)
+            streams.append((cm, lines))
+        with httpx.Client(base_url=str(client.base_url), timeout=httpx.Timeout(120, read=0.5)) as impatient:
+            with pytest.raises(httpx.ReadTimeout):
+                impatient.post("/api/generate", json=body)
+        assert wait_until(lambda: scheduler.pending == 0)  # not waiting for a slot any more
+    finally:
+        for cm, _lines in streams:
+            cm.__exit__(None, None, None)
+    runner = runner_of(app, "tiny:latest")
+    assert wait_until(lambda: runner.active_requests == 0)  # and it never started generating

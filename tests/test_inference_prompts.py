@@ -146,3 +146,13 @@ def test_tool_calls_are_parsed_from_the_output(client, stream):
     call = calls[0]
     assert call["function"]["name"] == "get_weather" and call["function"]["arguments"] == {"city": "Paris"}
     assert call["function"]["index"] == 0 and call["id"].startswith("call_")
+
+
+def test_max_loaded_models_evicts_the_least_recently_used(client):
+    # this module's server runs with OLLAMA_MAX_LOADED_MODELS=1; runners are keyed by model file
+    # (as Ollama's), so two names of one GGUF share one runner: "plain" and "jinja" do not
+    # (ps names a shared runner after the model that loaded it, as Ollama does)
+    for model in ("plain", "jinja", "plain"):
+        client.post("/api/generate", json={"model": model, "stream": False})
+        names = [m["name"] for m in client.get("/api/ps").json()["models"]]
+        assert len(names) == 1 and (names == ["jinja:latest"]) == (model == "jinja")

@@ -192,6 +192,7 @@ def test_webui_env_sets_what_a_team_server_needs(key_file):
     values = dict(line.split("=", 1) for line in env.splitlines() if line and not line.startswith("#"))
     assert values == {
         "ENABLE_PERSISTENT_CONFIG": "'false'",
+        "OFFLINE_MODE": "'true'",
         "ENABLE_OLLAMA_API": "'true'",
         "OLLAMA_BASE_URL": "'http://127.0.0.1:8080'",
         "ENABLE_OPENAI_API": "'false'",
@@ -201,7 +202,7 @@ def test_webui_env_sets_what_a_team_server_needs(key_file):
         "WEBUI_ADMIN_EMAIL": "'admin@example.org'",
         "WEBUI_ADMIN_NAME": "'Admin'",
         "DEFAULT_MODELS": "'helpdesk'",
-        "MODEL_ORDER_LIST": "'[\"helpdesk\", \"gemma3:270m\", \"tiny\", \"support-bot\"]'",
+        "MODEL_ORDER_LIST": "'[\"helpdesk\", \"gemma3:270m\", \"tiny:latest\", \"support-bot:latest\"]'",
     }
     secrets = render_secret(render_input.make(key_file), SECRETS)["open-webui/secrets.env"]
     assert "WEBUI_ADMIN_PASSWORD='pw-0123456789'\n" in secrets
@@ -221,11 +222,12 @@ def test_webui_without_proxy_balances_over_every_replica(key_file):
 
 def test_models_json_is_the_sync_body(key_file):
     body = json.loads(render_public(render_input.make(key_file))["open-webui/models.json"])
-    assert [m["id"] for m in body["models"]] == ["helpdesk", "tiny"]
+    # Open WebUI knows a server's models by the names /api/tags shows (tag included).
+    assert [m["id"] for m in body["models"]] == ["helpdesk", "tiny:latest"]
     preset, hidden = body["models"]
     required = {"id", "user_id", "name", "params", "meta", "is_active", "created_at", "updated_at"}
     assert required <= set(preset) and required <= set(hidden)
-    assert preset["base_model_id"] == "support-bot"
+    assert preset["base_model_id"] == "support-bot:latest"
     assert preset["params"] == {"system": "You answer the team's IT questions.", "temperature": 0.2, "num_ctx": 4096}
     assert preset["meta"] == {"description": "Answers IT questions", "tags": [{"name": "team"}]}
     assert preset["access_grants"][0]["principal_id"] == "*"

@@ -144,3 +144,31 @@ def test_render_changes_for_stack_plan(stack):
     stack.write_text(STACK.replace("127.0.0.1:18080", "127.0.0.1:18081"))
     changed = render_changes(load(stack, env=ENV))
     assert changed == [("update", "compose.yaml"), ("update", "compose/corral.conf"), ("update", "nginx/corral.conf")]
+
+
+def test_stack_plan_lists_rendered_files_that_would_change(stack_server, tmp_path, monkeypatch, capsys):
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    path = tmp_path / "stack.yaml"
+    text = textwrap.dedent(f"""\
+        version: 1
+        targets:
+          a: {{url: "{stack_server.url}"}}
+        models: {{}}
+        proxy:
+          listen: "127.0.0.1:18080"
+          clients:
+            - {{name: alice, token_env: ALICE_TOKEN}}
+        """)
+    path.write_text(text)
+    assert main(["plan", "-f", str(path), "--detailed-exitcode"]) == 2  # no model changes, files to render
+    out = capsys.readouterr().out
+    assert "Rendered files that `stack render` would change:" in out
+    assert "  + nginx/corral.conf" in out
+    assert main(["render", "-f", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["plan", "-f", str(path), "--detailed-exitcode"]) == 0
+    assert "Rendered files" not in capsys.readouterr().out
+    path.write_text(text.replace("18080", "18081"))
+    assert main(["plan", "-f", str(path), "--detailed-exitcode"]) == 2
+    assert "  ~ nginx/corral.conf" in capsys.readouterr().out

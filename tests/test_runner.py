@@ -157,6 +157,26 @@ def test_cancel_frees_the_slot(tiny_gguf):
     run(scenario())
 
 
+def test_cancel_a_request_still_waiting_for_a_slot(tiny_gguf):
+    async def scenario():
+        r = await start(tiny_gguf, num_parallel=1)
+        try:
+            forever = CompletionRequest(prompt="hello", options=SamplingOptions(num_predict=-1), grammar=LETTERS)
+            a = await r.completion(forever)
+            await a.__anext__()
+            b = await r.completion(forever)  # accepted, queued behind `a`
+            assert r.active_requests == 2
+            await b.aclose()
+            await a.aclose()
+            assert r.active_requests == 0
+            _, final = await generate_letters(r, "the sky", num_predict=3)
+            assert final.stats.eval_count == 3
+        finally:
+            await r.close()
+
+    run(scenario())
+
+
 def test_stop_sequences_are_never_emitted(tiny_gguf):
     async def scenario():
         r = await start(tiny_gguf, num_parallel=2)

@@ -13,7 +13,8 @@ import math
 
 import pytest
 
-from server.scheduler import QUEUE_FULL, LoadSpec, ModelRef, QueueFull, Scheduler, SchedulerError, Settings, \
+from server.runner.types import LoadSpec
+from server.scheduler import QUEUE_FULL, ModelRef, QueueFull, Scheduler, SchedulerError, Settings, \
     settings_from_env
 
 
@@ -283,3 +284,17 @@ def test_cancelled_waiter_gives_back_its_place():
 )
 def test_settings_from_env(env, field, expected):
     assert getattr(settings_from_env(env), field) == expected
+
+
+def test_a_request_arriving_as_the_keep_alive_fires_gets_a_live_runner():
+    async def main():
+        s, st = make()
+        (await s.acquire(spec(), ref(), keep_alive=0.0)).release()  # unload scheduled, not yet run
+        lease = await s.acquire(spec(), ref())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert st.started[0].closed and lease.runner is st.started[1] and not lease.runner.closed
+        lease.release()
+        await s.close()
+
+    run(main())

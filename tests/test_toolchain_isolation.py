@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 # Packages a toolchain-only install (`pip install .`) does not have. click is vendored by typer.
-BLOCKED = ["fastapi", "starlette", "uvicorn", "llama_cpp", "gguf", "numpy", "jinja2", "click", "server"]
+BLOCKED = ["fastapi", "starlette", "uvicorn", "llama_cpp", "gguf", "numpy", "jinja2", "prometheus_client", "click", "server"]
 
 SCRIPT = f"""
 import importlib, pkgutil, sys

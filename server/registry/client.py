@@ -172,6 +172,8 @@ class Remote:
             return False
         params = dict(_AUTH_PARAM_RE.findall(rest))
         realm = params.get("realm", "")
+        if not realm:  # a plain Bearer challenge (a Corral server with keys): no token service to ask
+            return False
         realm_host = urlsplit(realm).netloc.casefold()
         if realm_host != urlsplit(self.base).netloc.casefold():
             raise RegistryError(

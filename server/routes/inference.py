@@ -20,6 +20,7 @@ from starlette.responses import Response
 from server.inference import Engine, l2_normalise, now_ns
 from server.inference_types import ChatRequest, EmbeddingRequest, EmbedRequest, GenerateRequest, TextJob, \
     validation_message
+from server.errors import ServerError
 from server.scheduler import SchedulerError
 from server.streaming import RequestError, aggregate_response, error_response, json_response, merge_chat, \
     merge_generate, ndjson_response
@@ -32,10 +33,17 @@ R = TypeVar("R", bound=BaseModel)
 _FOREVER_SECONDS = (2**63 - 1) / 1e9
 
 
+_second: list[Any] = [-1, ""]  # the last whole second formatted (created_at is called per token)
+
+
 def created_at() -> str:
     """Go's RFC 3339 with nanoseconds, trailing zeros trimmed, UTC ("...T19:22:45.499127Z")."""
-    ns = time.time_ns()
-    return _rfc3339(ns // 1_000_000_000, ns % 1_000_000_000)
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    if seconds != _second[0]:
+        _second[0], _second[1] = seconds, datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    if nanos:
+        return f"{_second[1]}.{nanos:09d}".rstrip("0") + "Z"
+    return _second[1] + "Z"
 
 
 def _rfc3339(seconds: int, nanos: int) -> str:
@@ -59,11 +67,17 @@ def engine(request: Request) -> Engine:
         from server import model_source
 
         eng = state.engine = model_source.make_engine(state)
+        eng.observer = getattr(state, "metrics", None)  # server.observe: tokens and TTFT by model
     return eng
 
 
 async def parse(request: Request, model: type[R]) -> R:
-    body = await request.body()
+    from server.routes.models import read_body  # the JSON body size limit of every route (413)
+
+    try:
+        body = await read_body(request)
+    except ServerError as exc:
+        raise RequestError(exc.message, exc.status) from None
     if not body.strip():
         raise RequestError("missing request body", 400)
     try:
@@ -147,7 +161,7 @@ async def generate(request: Request) -> Response:
     chunks = _generate_chunks(req.model, engine(request).generate(job, started))
     if req.stream is False or job.debug_render_only:
         return await aggregate_response(chunks, _last if job.debug_render_only else merge_generate, request.receive)
-    return await ndjson_response(chunks)
+    return await ndjson_response(chunks, request.receive)
 
 
 @router.post("/api/chat")
@@ -163,7 +177,7 @@ async def chat(request: Request) -> Response:
     chunks = _chat_chunks(req.model, engine(request).generate(job, started))
     if req.stream is False or job.debug_render_only:
         return await aggregate_response(chunks, _last if job.debug_render_only else merge_chat, request.receive)
-    return await ndjson_response(chunks)
+    return await ndjson_response(chunks, request.receive)
 
 
 # -- embeddings --------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from server.runner.text import TextStream
 from server.runner.types import CompletionRequest, LoadSpec, ModelInfo, SamplingOptions
 
 _now = time.perf_counter_ns
+GATHER_WINDOW = 0.003  # seconds an idle engine waits for more requests before its first step
 
 # ---------------------------------------------------------------------------------------------
 # llama.cpp logging: keep warnings/errors for load error messages, drop the rest (or echo all
@@ -359,6 +360,17 @@ class Engine:
                 msg = inbox.get()
                 if not handle(msg):
                     return
+                # Woken from idle: requests sent together (a client's parallel calls, closed-loop
+                # clients finishing in the same step) arrive a fraction of a millisecond apart;
+                # gather them so they share the first step instead of each waiting a step.
+                deadline = time.monotonic() + GATHER_WINDOW
+                while (left := deadline - time.monotonic()) > 0:
+                    try:
+                        msg = inbox.get(timeout=left)
+                    except queue.Empty:
+                        break
+                    if not handle(msg):
+                        return
             while True:
                 try:
                     msg = inbox.get_nowait()

@@ -7,9 +7,10 @@
         ollama.Client(host=srv.url)                    # any client, OLLAMA_HOST=srv.host_env
 
 `start_server(models=None, env=None, timeout=60)` starts `python -m toolchain.cli serve` (cwd = the
-repo root) with `OLLAMA_HOST=127.0.0.1:<free port>` and `OLLAMA_MODELS=<models>` (plus `env`),
-waits until `GET /` answers, and returns a `ServerProcess`; leaving the `with` block (or `.stop()`)
-stops it by PID. The server's output is in `srv.log_path` and shown when start-up fails.
+repo root) with `OLLAMA_HOST=127.0.0.1:<free port>`, `OLLAMA_MODELS=<models>` and `CORRAL_KEYS_FILE`
+naming an absent file (so the server is open unless `env` names a keys file), plus `env`, waits
+until `GET /` answers, and returns a `ServerProcess`; leaving the `with` block (or `.stop()`) stops
+it by PID. The server's output is in `srv.log_path` and shown when start-up fails.
 
 Fixtures (imported by tests/conftest.py): `stack_server` (one per test, store under tmp_path) and
 `shared_stack_server` (one per test module, for read-mostly tests).
@@ -89,7 +90,13 @@ def start_server(
     last_error = ""
     for attempt in range(3):  # a free port can be taken between probing and binding
         port = free_port()
-        full_env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models), **(env or {})}
+        full_env = {
+            **os.environ,
+            "OLLAMA_HOST": f"127.0.0.1:{port}",
+            "OLLAMA_MODELS": str(models),
+            "CORRAL_KEYS_FILE": str(log_dir / "no-keys.json"),  # hermetic: never the user's keys
+            **(env or {}),
+        }
         log_path = log_dir / f"serve-{attempt}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(

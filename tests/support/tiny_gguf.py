@@ -37,8 +37,9 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
 
 
 def write_tiny_llama(path: str | Path, *, seed: int = 0, name: str = "tiny-llama",
-                     chat_template: str | None = None) -> Path:
-    """Write the model to `path` and return it (with `tokenizer.chat_template` when given)."""
+                     chat_template: str | None = None, pooling_type: int | None = None) -> Path:
+    """Write the model to `path` and return it (with `tokenizer.chat_template` when given; with
+    `pooling_type`, e.g. 1 = mean, it declares itself an embedding model)."""
     path = Path(path)
     rng = np.random.default_rng(seed)
     tokens, scores, types = _vocab()
@@ -67,6 +68,8 @@ def write_tiny_llama(path: str | Path, *, seed: int = 0, name: str = "tiny-llama
     w.add_add_eos_token(False)
     if chat_template is not None:
         w.add_chat_template(chat_template)
+    if pooling_type is not None:
+        w.add_pooling_type(pooling_type)
 
     def t(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.1).astype(np.float32)

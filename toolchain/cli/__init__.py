@@ -64,6 +64,10 @@ from toolchain.cli import stack_cmd as _stack_cmd  # noqa: E402  (stack plan/app
 from toolchain.cli.modelfile_cmd import app as _modelfile_app  # noqa: E402
 
 app.add_typer(_modelfile_app, name="modelfile")  # stack modelfile fmt|check
+from toolchain.cli import ops_cmd as _ops_cmd  # noqa: E402,F401  (stack fsck, stack doctor)
+from toolchain.cli.keys_cmd import app as _keys_app  # noqa: E402
+
+app.add_typer(_keys_app, name="keys")  # stack keys add|list|revoke
 _stack_cmd.register(app)
 _render_cmd.register(app)
 from toolchain.cli import stacktest_cmd as _stacktest_cmd  # noqa: E402,F401  (stack test)

@@ -32,4 +32,4 @@ def report(exc: BaseException) -> int:
     return 1
 
 
-_SERVER_EXTRA = {"fastapi", "uvicorn", "llama_cpp", "gguf", "numpy", "jinja2", "starlette"}
+_SERVER_EXTRA = {"fastapi", "uvicorn", "llama_cpp", "gguf", "numpy", "jinja2", "starlette", "prometheus_client"}

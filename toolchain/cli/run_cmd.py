@@ -7,6 +7,7 @@ prepended to the prompt; with neither, the model is loaded and an interactive se
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, TextIO
@@ -14,6 +15,7 @@ from typing import Any, Callable, Optional, TextIO
 import typer
 
 from toolchain.cli import app
+from toolchain.cli._table import human_bytes, human_time, parse_time, table
 from toolchain.client import Client
 from toolchain.duration import format_go_duration
 from toolchain.errors import APIError, CorralError
@@ -101,79 +103,12 @@ def summary(final: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def human_bytes(n: int) -> str:
-    """Ollama's format.HumanBytes (decimal units)."""
-    if n < 1000:
-        return f"{n} B"
-    value, unit = float(n), "B"
-    for unit in ("KB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 1000 or unit == "TB":
-            break
-    if value >= 10:
-        return f"{int(value)} {unit}"
-    if value != int(value):
-        return f"{value:.1f} {unit}"
-    return f"{int(value)} {unit}"
-
-
 def human_until(when: datetime, now: Optional[datetime] = None) -> str:
-    """The UNTIL column: `Forever`, `Stopping...` or Ollama's HumanTime from now."""
+    """The UNTIL column of `ps`: `Stopping...` once expired, else Ollama's HumanTime."""
     now = now or datetime.now(timezone.utc)
-    delta = (when - now).total_seconds()
-    if delta <= 0:
+    if when <= now:
         return "Stopping..."
-    if delta > 20 * 365 * 86400:
-        return "Forever"
-    return _human_span(delta) + " from now"
-
-
-def _human_span(seconds: float) -> str:
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = minutes // 60
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    days = hours // 24
-    if days < 14:
-        return f"{days} days"
-    if days < 60:
-        return f"{days // 7} weeks"
-    if days < 730:
-        return f"{days // 30} months"
-    return f"{days // 365} years"
-
-
-def table(rows: list[list[str]]) -> str:
-    """Columns padded to the widest cell, separated by 4 spaces (Ollama's tablewriter setup)."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
-        lines.append("    ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def _parse_time(text: str) -> datetime:
-    # Go RFC 3339 with up to 9 fractional digits; Python takes at most 6.
-    main, _, frac_tz = text.partition(".")
-    if frac_tz:
-        digits = "".join(ch for ch in frac_tz if ch.isdigit())
-        tz = frac_tz[len(digits):]
-        text = f"{main}.{digits[:6].ljust(6, '0')}{tz}"
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return human_time(when, "Never", now)
 
 
 def ps_table(models: list[dict[str, Any]], now: Optional[datetime] = None) -> str:
@@ -189,10 +124,10 @@ def ps_table(models: list[dict[str, Any]], now: Optional[datetime] = None) -> st
         else:
             cpu = round((size - vram) / size * 100)
             processor = f"{cpu}%/{100 - cpu}% CPU/GPU"
-        until = human_until(_parse_time(m["expires_at"]), now) if m.get("expires_at") else "Never"
+        until = human_until(parse_time(m["expires_at"]), now) if m.get("expires_at") else "Never"
         rows.append([m.get("name", ""), (m.get("digest") or "")[:12], human_bytes(size), processor,
                      str(m.get("context_length") or ""), until])
-    return table(rows)
+    return table(rows).rstrip("\n")
 
 
 # -- sessions --------------------------------------------------------------------------------
@@ -483,13 +418,29 @@ def repl(session: Session, read: Callable[[str], str]) -> None:
             return
 
 
-def _check_model(client: Client, model: str) -> None:
+def _check_model(client: Client, model: str, *, insecure: bool = False) -> dict[str, Any]:
+    """The model's /api/show; a model the server does not have is pulled first, as `ollama run`
+    does (progress on stderr)."""
     try:
-        client.show(model)
+        return client.show(model)
     except APIError as exc:
-        if exc.status == 404:
-            raise CorralError(f"model '{model}' not found, try pulling it first") from None
-        raise
+        if exc.status != 404:
+            raise
+    from toolchain.cli.registry_cmd import show_progress
+
+    show_progress(client.pull(model, insecure=insecure))
+    return client.show(model)
+
+
+def embed_once(client: Client, model: str, text: str, keep_alive: Optional[str], out: TextIO) -> None:
+    """An embedding model's answer: the vector as a JSON array (as `ollama run` prints it)."""
+    if not text:
+        raise CorralError(f'embedding models require input text. Usage: stack run {model} "your text here"')
+    body: dict[str, Any] = {"model": model, "input": text}
+    if keep_alive is not None:
+        body["keep_alive"] = keep_alive
+    vectors = client.json("POST", "/api/embed", body).get("embeddings") or [[]]
+    out.write(json.dumps(vectors[0]) + "\n")
 
 
 @app.command("run")
@@ -499,8 +450,10 @@ def run_command(
     keepalive: Optional[str] = typer.Option(None, "--keepalive", help="How long the model stays loaded (e.g. 5m)."),
     verbose: bool = typer.Option(False, "--verbose", help="Show timings for each response."),
     fmt: str = typer.Option("", "--format", help='Response format (e.g. "json").'),
+    insecure: bool = typer.Option(False, "--insecure", help="Pull a missing model over plain HTTP."),
 ) -> None:
-    """Run a model: one answer to PROMPT (or piped stdin), else an interactive chat."""
+    """Run a model (pulling it first if the server does not have it): one answer to PROMPT (or
+    piped stdin), else an interactive chat."""
     if fmt and fmt != "json":
         raise CorralError(f'invalid format "{fmt}" (only "json" is supported)')
     text = " ".join(prompt or [])
@@ -509,7 +462,10 @@ def run_command(
         data = sys.stdin.read()
         text = f"{data} {text}" if text else data
     with Client() as client:
-        _check_model(client, model)
+        caps = _check_model(client, model, insecure=insecure).get("capabilities") or []
+        if "embedding" in caps and "completion" not in caps:
+            embed_once(client, model, text.strip(), keepalive, sys.stdout)
+            return
         if text or piped:
             generate_once(client, model, text, keep_alive=keepalive, fmt=fmt, verbose=verbose,
                           out=sys.stdout, err=sys.stderr)
@@ -549,5 +505,5 @@ def stop_command(
             raise
 
 
-__all__ = ["Session", "generate_once", "human_bytes", "human_until", "parameter_value", "ps_table", "repl",
+__all__ = ["Session", "generate_once", "human_until", "parameter_value", "ps_table", "repl",
            "summary"]

@@ -52,10 +52,37 @@ def plan(
     if out is not None:
         out.write_text(render_plan.render_json(plans, str(file)), encoding="utf-8")
     typer.echo(_render(plans, fmt, str(file)), nl=False)
+    presets = _presets(loaded) if fmt == "text" and not target else None
+    if presets is not None:
+        typer.echo("\n" + presets.text(), nl=False)
+    rendered = _rendered_changes(loaded) if fmt == "text" and not target else []
+    if rendered:
+        typer.echo("\nRendered files that `stack render` would change:")
+        for action, rel in rendered:
+            typer.echo(f"  {_RENDER_SYMBOLS[action]} {rel}")
     if out is not None and fmt == "text":
         typer.echo(f"\nSaved the plan to {out}; apply exactly it with: stack apply {out}")
-    if detailed_exitcode and render_plan.has_changes(plans):
+    if detailed_exitcode and (
+        render_plan.has_changes(plans) or (presets is not None and presets.changes) or rendered
+    ):
         raise typer.Exit(2)
+
+
+_RENDER_SYMBOLS = {"create": "+", "update": "~", "delete": "-"}
+
+
+def _rendered_changes(loaded):  # noqa: ANN001, ANN202
+    """The rendered edge files (nginx, Open WebUI, compose, systemd) that differ from the stack."""
+    from toolchain.render.from_stack import render_changes
+
+    return render_changes(loaded)
+
+
+def _presets(loaded):  # noqa: ANN001, ANN202
+    """Open WebUI's preset plan when the stack names an admin key (toolchain.stack.webui_sync)."""
+    from toolchain.stack.webui_sync import prepare
+
+    return prepare(loaded, warn=lambda line: typer.echo(f"Warning: {line}", err=True))
 
 
 def apply(
@@ -92,10 +119,16 @@ def apply(
         plans = plan_stack(loaded, target or ())
         clients = {t.name: t for t in targets(loaded, target or ())}
         saved = False
+    # Presets follow the whole stack: not for a saved plan (it holds none) or a --target subset.
+    presets = _presets(loaded) if not saved and not target else None
+    preset_changes = presets is not None and bool(presets.changes)
     typer.echo(render_plan.render_text(plans), nl=False)
-    if not render_plan.has_changes(plans) and not any(c.desired and c.desired.preload for p in plans for c in p.changes):
+    if presets is not None:
+        typer.echo("\n" + presets.text(), nl=False)
+    if (not render_plan.has_changes(plans) and not preset_changes
+            and not any(c.desired and c.desired.preload for p in plans for c in p.changes)):
         return
-    if render_plan.has_changes(plans) and not (auto_approve or saved):
+    if (render_plan.has_changes(plans) or preset_changes) and not (auto_approve or saved):
         if not sys.stdin.isatty():
             raise CorralError("refusing to apply without confirmation: stdin is not a terminal; use --auto-approve")
         if not typer.confirm("\nApply these changes?", default=False):
@@ -115,6 +148,8 @@ def apply(
         raise typer.Exit(130)
     done, total = sum(len(r.done) for r in results), sum(len(p.pending) for p in plans)
     typer.echo(f"\nApply complete: {done} of {total} change(s) made.")
+    if presets is not None:
+        presets.apply(typer.echo)  # after the models, which the presets run on
 
 
 def _tokens(stack_file: Path) -> dict[str, Optional[str]]:

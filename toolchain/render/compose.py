@@ -45,6 +45,9 @@ def render(inp: RenderInput) -> dict[str, str]:
         y.append("    environment:\n")
         y.append(f"      OLLAMA_HOST: {_s(f'0.0.0.0:{port}')}\n")
         y.append('      OLLAMA_MODELS: "/models"\n')
+        # Only nginx publishes a port and it checks the tokens; the replicas listen on the
+        # compose network, a non-loopback address, which stack serve refuses without keys.
+        y.append('      CORRAL_ALLOW_UNAUTHENTICATED: "1"\n')
         y.append("    volumes:\n")
         y.append(f"      - {_s(f'corral-models-{index}:/models')}\n")
         probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/api/version', timeout=4)"

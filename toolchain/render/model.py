@@ -16,7 +16,7 @@ import re
 from typing import Literal, Optional
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 __all__ = [
     "BodyLimits",
@@ -278,6 +278,11 @@ class WebUIConfig(_Section):
     admin_email: str
     admin_name: str = "Admin"
     admin_password_env: str
+    admin_key_env: Optional[str] = Field(
+        default=None,
+        description="Environment variable holding an Open WebUI API key of an admin account; when set, "
+        "`stack plan` compares and `stack apply` syncs the presets with the UI at public_url.",
+    )
     secret_key_file: str = Field(description="File holding a stable WEBUI_SECRET_KEY (read at render time).")
     task_model: Optional[str] = Field(default=None, description="Small declared model for titles and tags.")
     default_models: list[str] = Field(default_factory=list)
@@ -306,11 +311,11 @@ class WebUIConfig(_Section):
             raise ValueError(f"image_tag {v!r} must be a pinned tag (not main/latest)")
         return v
 
-    @field_validator("admin_password_env")
+    @field_validator("admin_password_env", "admin_key_env")
     @classmethod
-    def _env(cls, v: str) -> str:
-        if not _ENV_NAME_RE.match(v):
-            raise ValueError(f"admin_password_env {v!r} is not an environment variable name")
+    def _env(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if v is not None and not _ENV_NAME_RE.match(v):
+            raise ValueError(f"{info.field_name} {v!r} is not an environment variable name")
         return v
 
     @field_validator("admin_email")

@@ -19,11 +19,14 @@ from typing import Optional
 from toolchain.render.model import RenderInput, WebUIConfig, split_hostport
 from toolchain.render.secrets import Secrets
 
-__all__ = ["ENV", "MODELS", "SECRETS_ENV", "models_body", "ollama_urls", "render", "render_secrets"]
+__all__ = ["ENV", "MODELS", "SECRETS_ENV", "models_body", "ollama_urls", "render", "render_secrets", "ui_id"]
 
 ENV = "open-webui/open-webui.env"
 SECRETS_ENV = "open-webui/secrets.env"
 MODELS = "open-webui/models.json"
+
+# The routes `stack plan` (GET .../all) and `stack apply` (POST .../sync) call with the admin key.
+SYNC_ENDPOINTS = "/api/v1/models"
 
 _HEADER = "# Rendered by Corral (`stack render`) from the stack file. Do not edit.\n"
 
@@ -56,9 +59,22 @@ def ollama_urls(inp: RenderInput) -> list[str]:
     return [f"http://{host}:{port}"]
 
 
+def ui_id(name: str) -> str:
+    """A declared model's id in Open WebUI: the name the server's /api/tags shows (`tiny:latest`)."""
+    from toolchain.names import parse_name
+
+    return parse_name(name).display_shortest()
+
+
+def _default_id(ui: WebUIConfig, name: str) -> str:
+    """A default model is a preset id (kept as written) or a declared model (its UI id)."""
+    return name if any(p.id == name for p in ui.presets) else ui_id(name)
+
+
 def _order(inp: RenderInput, ui: WebUIConfig) -> list[str]:
     order: list[str] = []
-    for name in [*ui.default_models, *(p.id for p in ui.presets), *inp.models]:
+    ids = [*(_default_id(ui, n) for n in ui.default_models), *(p.id for p in ui.presets), *map(ui_id, inp.models)]
+    for name in ids:
         if name not in order:
             order.append(name)
     return order
@@ -71,6 +87,9 @@ def render(inp: RenderInput) -> dict[str, str]:
     urls = ollama_urls(inp)
     env = [_HEADER, "# Secrets (admin password, secret key, proxy token) are in secrets.env.\n"]
     env.append(_line("ENABLE_PERSISTENT_CONFIG", "false"))
+    # No downloads at run time (Hugging Face models, pip requirements of tools, update checks):
+    # the image/package is pinned by the stack; the image ships its embedding model.
+    env.append(_line("OFFLINE_MODE", "true"))
     env.append(_line("ENABLE_OLLAMA_API", "true"))
     if len(urls) == 1:
         env.append(_line("OLLAMA_BASE_URL", urls[0]))
@@ -83,10 +102,15 @@ def render(inp: RenderInput) -> dict[str, str]:
     env.append(_line("WEBUI_ADMIN_EMAIL", ui.admin_email))
     env.append(_line("WEBUI_ADMIN_NAME", ui.admin_name))
     if ui.default_models:
-        env.append(_line("DEFAULT_MODELS", ",".join(ui.default_models)))
+        env.append(_line("DEFAULT_MODELS", ",".join(_default_id(ui, n) for n in ui.default_models)))
     if ui.task_model:
-        env.append(_line("TASK_MODEL", ui.task_model))
+        env.append(_line("TASK_MODEL", ui_id(ui.task_model)))
     env.append(_line("MODEL_ORDER_LIST", json.dumps(_order(inp, ui))))
+    if ui.admin_key_env:
+        # `stack apply` syncs presets with an admin's API key; API keys reach the model routes only.
+        env.append(_line("ENABLE_API_KEYS", "true"))
+        env.append(_line("ENABLE_API_KEYS_ENDPOINT_RESTRICTIONS", "true"))
+        env.append(_line("API_KEYS_ALLOWED_ENDPOINTS", SYNC_ENDPOINTS))
     return {ENV: "".join(env), MODELS: json.dumps(models_body(inp), indent=2) + "\n"}
 
 
@@ -135,7 +159,7 @@ def models_body(inp: RenderInput) -> dict:
             {
                 "id": p.id,
                 "user_id": "",
-                "base_model_id": p.model,
+                "base_model_id": ui_id(p.model),
                 "name": p.name,
                 "params": params,
                 "meta": meta,
@@ -145,7 +169,7 @@ def models_body(inp: RenderInput) -> dict:
                 "updated_at": 0,
             }
         )
-    for name in ui.hidden_models:
+    for name in map(ui_id, ui.hidden_models):
         models.append(
             {
                 "id": name,

@@ -1,0 +1,42 @@
+"""Error answers sent by the ASGI middlewares (before or around the app), shaped for the path's API
+family: OpenAI's `{"error": {"message", "type", "param", "code"}}` on `/v1/*`, the OCI distribution
+`{"errors": [{"code", "message"}]}` on `/v2/*`, Ollama's `{"error": "..."}` everywhere else."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Awaitable, Callable
+
+_OPENAI_TYPES = {401: "invalid_request_error", 403: "permission_error", 413: "invalid_request_error"}
+_OCI_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 413: "SIZE_INVALID"}
+
+
+def error_body(path: str, status: int, message: str, *, code: str | None = None) -> dict[str, Any]:
+    if path == "/v1" or path.startswith("/v1/"):
+        return {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "api_error"), "param": None,
+                          "code": code}}
+    if path == "/v2" or path.startswith("/v2/"):
+        return {"errors": [{"code": _OCI_CODES.get(status, "UNSUPPORTED"), "message": message}]}
+    return {"error": message}
+
+
+async def send_error(
+    send: Callable[[dict], Awaitable[None]],
+    path: str,
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    native: str | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Send a complete JSON error response. `native` replaces `message` in Ollama's shape (e.g. the
+    bare "unauthorized" Ollama clients expect) while the other shapes carry the detail."""
+    body = error_body(path, status, message, code=code)
+    if native is not None and "error" in body and isinstance(body["error"], str):
+        body = {"error": native}
+    raw = json.dumps(body).encode()
+    out = [(b"content-type", b"application/json; charset=utf-8"), (b"content-length", str(len(raw)).encode())]
+    out += headers or []
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": raw})

@@ -1,0 +1,72 @@
+"""Request body limits, enforced as bytes arrive (one pure ASGI middleware; nothing is buffered).
+
+A body larger than its limit is a 413 naming the limit: at once when `Content-Length` declares
+it, otherwise as soon as the bytes read pass it (the receive that crosses the limit raises
+`PayloadTooLarge`, which the app answers like any other `ServerError`, after the handler's own
+clean-up: a blob upload removes its temp file). Blob uploads (`POST /api/blobs/*` and registry
+upload sessions) have their own limit, `CORRAL_MAX_BLOB_BYTES`; every other body
+`CORRAL_MAX_BODY_BYTES`. Zero means no limit.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from server.asgi_errors import send_error
+from server.errors import PayloadTooLarge
+
+_BLOB_UPLOAD = re.compile(r"/api/blobs/[^/]*|/v2/.+/blobs/uploads/.*")
+
+
+def is_blob_upload(method: str, path: str) -> bool:
+    return method in ("POST", "PUT", "PATCH") and _BLOB_UPLOAD.fullmatch(path) is not None
+
+
+def too_large(limit: int) -> str:
+    return f"request body larger than {limit} bytes"
+
+
+class LimitMiddleware:
+    def __init__(self, app: Any, *, max_body: int, max_blob: int) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.max_blob = max_blob
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, method = scope.get("path", ""), scope.get("method", "GET")
+        limit = self.max_blob if is_blob_upload(method, path) else self.max_body
+        if limit <= 0:
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await send_error(send, path, 413, too_large(limit), code="request_too_large")
+            return
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(too_large(limit))
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _content_length(scope: dict) -> int | None:
+    for k, v in scope.get("headers") or ():
+        if k.lower() == b"content-length":
+            text = v.decode("latin-1").strip()
+            return int(text) if text.isdigit() else None
+    return None
+
+
+def install(app: Any, config: Any) -> None:
+    app.add_middleware(LimitMiddleware, max_body=config.max_body_bytes, max_blob=config.max_blob_bytes)

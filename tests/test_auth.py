@@ -1,0 +1,125 @@
+"""`server.auth`'s pure parts: the route → scope table, the Host allow-list, loopback binds, and
+the start-up refusal of `server.serve.check_exposure`."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.auth import host_allowed, host_name, is_loopback_bind, required_scope
+from server.config import Config
+from server.serve import check_exposure
+from toolchain.errors import CorralError
+
+ROUTE_CASES = [
+    ("GET", "/", "public"),
+    ("HEAD", "/", "public"),
+    ("OPTIONS", "/api/create", "public"),  # CORS preflight: no credentials, decided by the CORS layer
+    ("POST", "/", "admin"),
+    ("POST", "/api/generate", "user"),
+    ("POST", "/api/chat", "user"),
+    ("POST", "/api/embed", "user"),
+    ("POST", "/api/embeddings", "user"),
+    ("POST", "/api/show", "user"),
+    ("GET", "/api/tags", "user"),
+    ("HEAD", "/api/tags", "user"),
+    ("GET", "/api/ps", "user"),
+    ("GET", "/api/version", "user"),
+    ("GET", "/metrics", "user"),
+    ("POST", "/v1/chat/completions", "user"),
+    ("POST", "/v1/completions", "user"),
+    ("POST", "/v1/embeddings", "user"),
+    ("GET", "/v1/models", "user"),
+    ("GET", "/v1/models/llama3:8b", "user"),
+    ("DELETE", "/v1/models/x", "admin"),
+    ("GET", "/v2/", "user"),
+    ("GET", "/v2", "user"),
+    ("GET", "/v2/library/x/manifests/latest", "user"),
+    ("HEAD", "/v2/library/x/blobs/sha256:" + "0" * 64, "user"),
+    ("PUT", "/v2/library/x/manifests/latest", "admin"),
+    ("POST", "/v2/library/x/blobs/uploads/", "admin"),
+    ("PATCH", "/v2/library/x/blobs/uploads/abc", "admin"),
+    ("DELETE", "/v2/library/x/blobs/uploads/abc", "admin"),
+    ("POST", "/api/create", "admin"),
+    ("POST", "/api/blobs/sha256:" + "0" * 64, "admin"),
+    ("HEAD", "/api/blobs/sha256:" + "0" * 64, "admin"),
+    ("POST", "/api/copy", "admin"),
+    ("DELETE", "/api/delete", "admin"),
+    ("POST", "/api/pull", "admin"),
+    ("POST", "/api/push", "admin"),
+    ("POST", "/api/lock", "admin"),  # anything unlisted (a future apply lock) is closed by default
+    ("GET", "/api/tags/../create", "admin"),  # the table matches whole paths only
+    ("GET", "/api/tagsx", "admin"),
+    ("POST", "/api/generate/", "admin"),
+    ("GET", "/debug/pprof", "admin"),
+]
+
+
+@pytest.mark.parametrize("method, path, scope", ROUTE_CASES)
+def test_route_scopes(method, path, scope):
+    assert required_scope(method, path) == scope
+
+
+HOST_CASES = [
+    (None, True),
+    ("", True),
+    ("localhost", True),
+    ("LOCALHOST:11434", True),
+    ("localhost.", True),
+    ("app.localhost:8080", True),
+    ("127.0.0.1", True),
+    ("127.0.0.1:11434", True),
+    ("127.1.2.3", True),
+    ("[::1]", True),
+    ("[::1]:11434", True),
+    ("evil.example", False),
+    ("evil.example:11434", False),
+    ("localhost.evil.example", False),
+    ("evil-localhost.example", False),
+    ("10.0.0.1", False),
+    ("0.0.0.0", False),
+    ("[::ffff:10.0.0.1]:1", False),
+    ("team-box", True),  # single label: no public DNS name, so no rebinding page (hostname, nginx upstream)
+    ("corral_servers", True),
+    ("2130706433", True),  # dotless numeric: a browser never sends it, and it names no attacker's page
+    ("team.example", False),
+    ("127.0.0.1.evil.example", False),
+]
+
+
+@pytest.mark.parametrize("header, allowed", HOST_CASES)
+def test_host_allow_list(header, allowed):
+    assert host_allowed(header) is allowed
+
+
+def test_extra_allowed_hosts():
+    assert host_allowed("team.example:11434", ["team.example"]) and host_allowed("TEAM.EXAMPLE", [" team.example "])
+    assert not host_allowed("team.example.evil", ["team.example"])
+    assert host_name("[::1]:80") == "::1" and host_name("Example.COM.:1") == "example.com"
+
+
+@pytest.mark.parametrize(
+    "bind, loopback",
+    [("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("::1", True), ("[::1]", True),
+     ("0.0.0.0", False), ("::", False), ("10.1.2.3", False), ("example.com", False), ("", False)],
+)
+def test_loopback_binds(bind, loopback):
+    assert is_loopback_bind(bind) is loopback
+
+
+def test_exposure_refused_without_keys_on_a_public_bind(tmp_path):
+    config = Config.from_env({"CORRAL_KEYS_FILE": str(tmp_path / "k.json")})
+    with pytest.raises(CorralError, match=r"refusing to listen on 0\.0\.0\.0 without API keys.*stack keys add NAME"):
+        check_exposure(config, "0.0.0.0", 0)
+    check_exposure(config, "0.0.0.0", 1)  # keys: fine
+    check_exposure(config, "127.0.0.1", 0)  # loopback: open, as Ollama
+    check_exposure(Config.from_env({"CORRAL_ALLOW_UNAUTHENTICATED": "1"}), "0.0.0.0", 0)
+
+
+def test_security_settings_from_env(tmp_path):
+    c = Config.from_env({
+        "CORRAL_KEYS_FILE": str(tmp_path / "k.json"), "CORRAL_ALLOWED_HOSTS": " a.example, b ,",
+        "CORRAL_MAX_BODY_BYTES": "100", "CORRAL_MAX_BLOB_BYTES": "-1", "CORRAL_MAX_CONNECTIONS": "x",
+    })
+    assert c.keys_file == tmp_path / "k.json" and c.allowed_hosts == ("a.example", "b")
+    assert (c.max_body_bytes, c.max_blob_bytes, c.max_connections, c.idle_timeout) == (100, 0, 1024, 5)
+    assert c.allow_unauthenticated is False

@@ -1,0 +1,153 @@
+"""`stack fsck` on a store written by a real `stack serve`, and `stack doctor` against real servers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ollama
+
+from tests.support.server import REPO_ROOT, free_port, start_server
+from toolchain import keys as kf
+
+
+def stack(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if k != "CORRAL_TOKEN"}
+    return subprocess.run([sys.executable, "-m", "toolchain.cli", *args], cwd=REPO_ROOT, env={**full, **(env or {})},
+                          capture_output=True, text=True, timeout=120)
+
+
+def make_store(tmp_path: Path, tiny_gguf: Path) -> Path:
+    models = tmp_path / "models"
+    with start_server(models) as srv:
+        client = ollama.Client(host=srv.url)
+        digest = client.create_blob(tiny_gguf)
+        client.create(model="tiny", files={"tiny.gguf": digest}, system="be brief")
+        client.copy("tiny", "other/tiny:v2")
+    return models
+
+
+def test_fsck_clean_store(tmp_path, tiny_gguf):
+    models = make_store(tmp_path, tiny_gguf)
+    r = stack("fsck", "--models", str(models))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip() == f"{models}: 2 manifests, 3 blobs (0 unreferenced), 0 leftovers: clean"
+    r = stack("fsck", "--format", "json", env={"OLLAMA_MODELS": str(models)})
+    report = json.loads(r.stdout)
+    assert (report["clean"], report["manifests"], report["blobs"], report["errors"]) == (True, 2, 3, [])
+
+
+def test_fsck_finds_every_broken_invariant_and_repair_touches_only_leftovers(tmp_path, tiny_gguf):
+    models = make_store(tmp_path, tiny_gguf)
+    blobs = models / "blobs"
+    manifest = models / "manifests/registry.ollama.ai/library/tiny/latest"
+    layers = json.loads(manifest.read_bytes())["layers"]
+    system = next(layer["digest"] for layer in layers if layer["mediaType"].endswith(".system"))
+    system_path = blobs / system.replace(":", "-")
+    system_path.write_bytes(b"tampered")  # a referenced blob whose bytes no longer match
+    model_digest = next(layer["digest"] for layer in layers if layer["mediaType"].endswith(".model"))
+    (models / "manifests/registry.ollama.ai/other/tiny/v2").write_bytes(b'{"layers": [')  # torn manifest
+    stale = [blobs / ".tmp-0123456789abcdef", blobs / ("sha256-" + "c" * 64 + "-partial"),
+             manifest.parent / ".tmp-fedcba9876543210"]
+    fresh = blobs / ".tmp-aaaaaaaaaaaaaaaa"
+    for path in stale + [fresh]:
+        path.write_bytes(b"half")
+    old = time.time() - 3600
+    for path in stale:
+        os.utime(path, (old, old))
+    (blobs / "notes.txt").write_text("hello")
+
+    r = stack("fsck", "--models", str(models))
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert f"error: blob {system_path.name}: content hashes to sha256:{hashlib.sha256(b'tampered').hexdigest()}" in lines
+    assert any(line.startswith("error: manifest registry.ollama.ai/other/tiny/v2: manifest is not JSON") for line in lines)
+    assert "leftover: blobs/.tmp-0123456789abcdef" in lines and "note: unexpected file blobs/notes.txt" in lines
+    assert lines[-1].endswith("4 leftovers: 2 errors")
+
+    before = {p: p.read_bytes() for p in blobs.iterdir() if p.name.startswith("sha256-") and not p.name.endswith("partial")}
+    r = stack("fsck", "--models", str(models), "--repair", "--grace", "60")
+    assert r.returncode == 1  # repair never "fixes" a broken manifest or blob by deleting it
+    assert all(not p.exists() for p in stale) and fresh.exists()
+    assert "kept (younger than the grace period): blobs/.tmp-aaaaaaaaaaaaaaaa" in r.stdout.splitlines()
+    assert {p: p.read_bytes() for p in before} == before  # every blob still there, untouched
+    assert (blobs / model_digest.replace(":", "-")).exists() and (blobs / "notes.txt").exists()
+
+
+def test_fsck_without_a_store(tmp_path):
+    r = stack("fsck", "--models", str(tmp_path / "nope"))
+    assert (r.returncode, r.stderr.strip()) == (
+        1, f"Error: no model store at {tmp_path / 'nope'} (it has no blobs/ and manifests/ directories)")
+    assert not (tmp_path / "nope").exists()
+
+
+def test_doctor_healthy_open_server(stack_server):
+    r = stack("doctor", "--host", stack_server.host_env)
+    assert r.returncode == 0, r.stdout
+    rows = [line.split(None, 2) for line in r.stdout.splitlines()]
+    assert [row[:2] for row in rows] == [["CHECK", "STATUS"], ["reachable", "ok"], ["version", "ok"], ["auth", "warn"],
+                                         ["models", "ok"]]
+    assert rows[4][2] == "0 models"
+
+
+def test_doctor_with_keys(tmp_path):
+    keys_file = tmp_path / "keys.json"
+    token = kf.add(keys_file, "ci", "user")
+    with start_server(tmp_path / "models", env={"CORRAL_KEYS_FILE": str(keys_file)}) as srv:
+        ok = stack("doctor", "--host", srv.host_env, "--format", "json", env={"CORRAL_TOKEN": token})
+        assert ok.returncode == 0, ok.stdout
+        report = json.loads(ok.stdout)
+        assert report["ok"] and [c["status"] for c in report["checks"]] == ["ok"] * 4
+        assert report["checks"][2]["detail"] == "CORRAL_TOKEN accepted"
+        missing = stack("doctor", "--host", srv.host_env, "--format", "json")
+        checks = {c["name"]: c for c in json.loads(missing.stdout)["checks"]}
+        assert missing.returncode == 1
+        assert checks["auth"] == {"name": "auth", "status": "fail", "detail": "the server needs an API key: set CORRAL_TOKEN"}
+        wrong = stack("doctor", "--host", srv.host_env, "--format", "json", env={"CORRAL_TOKEN": "corral_nope"})
+        checks = {c["name"]: c for c in json.loads(wrong.stdout)["checks"]}
+        assert wrong.returncode == 1 and checks["auth"]["detail"] == "CORRAL_TOKEN refused: 401 unauthorized"
+        assert token not in ok.stdout + missing.stdout + wrong.stdout
+
+
+def test_doctor_fails_on_a_stopped_server():
+    port = free_port()
+    r = stack("doctor", "--host", f"127.0.0.1:{port}")
+    assert r.returncode == 1
+    assert r.stdout.splitlines()[1].split(None, 2) == [
+        "reachable", "fail", f"could not connect to http://127.0.0.1:{port}: is the server running?"]
+
+
+def test_doctor_with_a_stack_file(tmp_path, tiny_gguf):
+    keys_file = tmp_path / "keys.json"
+    token = kf.add(keys_file, "ops", "admin")
+    with start_server(tmp_path / "models", env={"CORRAL_KEYS_FILE": str(keys_file)}) as srv:
+        stack_file = tmp_path / "stack.yaml"
+        stack_file.write_text(
+            "version: 1\n"
+            f"targets:\n  team:\n    url: http://{srv.host_env}\n    token: ${{DOC_TOKEN}}\n"
+            f"models:\n  tiny:\n    from: {tiny_gguf}\n"
+        )
+        env = {"DOC_TOKEN": token}
+        r = stack("doctor", "-f", str(stack_file), "--format", "json", env=env)
+        checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+        assert r.returncode == 1 and checks["auth"]["status"] == "ok" and checks["auth"]["target"] == "team"
+        assert checks["model tiny:latest"]["status"] == "fail"
+        assert checks["model tiny:latest"]["detail"] == "create: not on the server (run `stack apply`)"
+
+        r = stack("apply", "-f", str(stack_file), "--auto-approve", env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = stack("doctor", "-f", str(stack_file), "--target", "team", env=env)
+        assert r.returncode == 0, r.stdout
+        rows = [line.split(None, 3) for line in r.stdout.splitlines()]
+        assert [row[1:3] for row in rows[1:]] == [["reachable", "ok"], ["version", "ok"], ["auth", "ok"],
+                                                  ["models", "ok"], ["model", "tiny:latest"], ["run", "tiny:latest"]]
+        assert r.stdout.splitlines()[5].split()[:4] == ["team", "model", "tiny:latest", "ok"]
+        assert r.stdout.splitlines()[6].split()[:5] == ["team", "run", "tiny:latest", "ok", "generated"]
+
+        r = stack("doctor", "-f", str(stack_file), env={"DOC_TOKEN": "corral_wrong"})
+        assert r.returncode == 1 and "the token of target team refused: 401 unauthorized" in r.stdout
