@@ -234,6 +234,12 @@ def test_plan_and_apply_ignore_scratch_models(repo, server, capsys):
     assert main(["plan", "-f", "stacks/stack.yaml", "--detailed-exitcode"]) == 0
     assert main(["apply", "-f", "stacks/stack.yaml", "--auto-approve"]) == 0
     assert "corral.invalid/scratch-0000/bot:latest" in tags(server)
+    # another run's scratch model (fresh, so maybe still in use) survives a --plan run
+    (repo / "modelfiles/bot.Modelfile").write_text("FROM base\nSYSTEM Changed again.\n")
+    capsys.readouterr()
+    code, out, _ = stack_test(capsys, "--plan", "--format", "json")
+    assert code == 0 and json.loads(out)["targets"][0]["swept"] == []
+    assert tags(server) == ["base:latest", "bot:latest", "corral.invalid/scratch-0000/bot:latest"]
 
 
 def test_sigterm_during_plan_still_removes_scratch(repo, server):

@@ -17,6 +17,7 @@ import re
 import secrets
 import signal
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -29,7 +30,7 @@ from toolchain.stack.plan import Change, Plan
 from toolchain.stack.state import key_of
 from toolchain.stacktest.collect import Test
 from toolchain.stacktest.run import Job, Result, lanes, run
-from toolchain.stacktest.scratch import scratch_name
+from toolchain.stacktest.scratch import scratch_name, stale
 
 COMPARED = ("create", "update", "replace")
 Echo = Callable[[str], None]
@@ -64,6 +65,7 @@ class TargetComparison:
     untested: list[str] = field(default_factory=list)  # changed models without tests
     skipped: list[str] = field(default_factory=list)  # changed models that cannot be compared (pulls), with why
     scratch: list[str] = field(default_factory=list)  # scratch models created (and removed)
+    swept: list[str] = field(default_factory=list)  # stale scratch models of killed runs, removed first
     leftovers: list[str] = field(default_factory=list)  # scratch models that could not be removed
     error: Optional[str] = None  # the comparison could not finish (scratch creation failed, ...)
 
@@ -83,6 +85,10 @@ def compare_target(
 ) -> TargetComparison:
     """Compare the current and proposed versions of `plan`'s changed models on one server."""
     result = TargetComparison(plan.target, plan.url)
+    old = stale(client.tags(), time.time())
+    if old:  # left by runs that were killed outright (SIGKILL): nothing else removes them
+        gone = remove_scratch(client, old)
+        result.swept = [n for n in old if n not in gone]
     changes = {c.desired.key: c for c in plan.changes if c.desired is not None}
     changed = {k for k, c in changes.items() if c.action in COMPARED}
     with_tests = {t.key for t in tests}

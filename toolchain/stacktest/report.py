@@ -259,6 +259,8 @@ def _notes(c: TargetComparison) -> list[str]:
         notes.append("changed, no tests: " + ", ".join(c.untested))
     if c.skipped:
         notes.append("not compared: " + ", ".join(c.skipped))
+    if c.swept:
+        notes.append("removed stale scratch models of earlier runs: " + ", ".join(c.swept))
     if c.leftovers:
         notes.append("could not remove scratch models (delete them by hand): " + ", ".join(c.leftovers))
     return notes
@@ -301,7 +303,7 @@ def render_compare_json(comparisons: Sequence[TargetComparison]) -> str:
         "targets": [
             {
                 "name": c.target, "url": c.url, "error": c.error, "untested": c.untested, "skipped": c.skipped,
-                "scratch": c.scratch, "leftovers": c.leftovers,
+                "scratch": c.scratch, "leftovers": c.leftovers, "swept": c.swept,
                 "tests": [
                     {"model": p.test.model, "test": p.test.name, "action": p.action,
                      "outcome_changed": p.outcome_changed, "answer_changed": p.answer_changed,

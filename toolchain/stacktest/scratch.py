@@ -26,3 +26,41 @@ def scratch_name(model: str, run_id: str, taken: set[str] | frozenset[str] = fro
         if name not in taken:
             return name
     raise AssertionError("unreachable: one of len(taken)+1 candidates is free")
+
+
+STALE_AFTER = 24 * 3600.0  # seconds: no `stack test --plan` runs this long
+
+
+def stale(tags: list[dict], now: float, older_than: float = STALE_AFTER) -> list[str]:
+    """Scratch models of `/api/tags` modified more than `older_than` seconds before `now` (epoch).
+
+    They are left by a run that was killed outright (SIGKILL, a lost machine). A model whose
+    time cannot be read is kept.
+    """
+    out = []
+    for tag in tags:
+        name = tag.get("name") or tag.get("model") or ""
+        if not is_scratch(name):
+            continue
+        when = parse_time(tag.get("modified_at"))
+        if when is not None and now - when > older_than:
+            out.append(name)
+    return out
+
+
+def parse_time(value: object) -> float | None:
+    """Seconds since the epoch of an RFC 3339 time as Go writes it (nanoseconds, Z or an offset)."""
+    import re
+    from datetime import datetime
+
+    if not isinstance(value, str):
+        return None
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", value.strip())
+    if not m:
+        return None
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    try:
+        base = datetime.fromisoformat(m.group(1) + zone).timestamp()
+    except ValueError:
+        return None
+    return base + (float("0." + m.group(2)) if m.group(2) else 0.0)
