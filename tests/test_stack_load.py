@@ -117,6 +117,6 @@ def test_shipped_stacks_load(monkeypatch, tiny_gguf):
 
 def test_json_schema_names_every_section():
     schema = json_schema()
-    assert set(schema["properties"]) == {"version", "targets", "prune", "runtime", "models", "proxy", "webui"}
+    assert set(schema["properties"]) == {"version", "targets", "prune", "runtime", "models", "proxy", "webui", "tests"}
     assert "from" in schema["$defs"]["Model"]["properties"]
     assert schema["$defs"]["Model"]["additionalProperties"] is False

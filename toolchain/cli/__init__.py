@@ -70,3 +70,4 @@ from toolchain.cli.keys_cmd import app as _keys_app  # noqa: E402
 app.add_typer(_keys_app, name="keys")  # stack keys add|list|revoke
 _stack_cmd.register(app)
 _render_cmd.register(app)
+from toolchain.cli import stacktest_cmd as _stacktest_cmd  # noqa: E402,F401  (stack test)

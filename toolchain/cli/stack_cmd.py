@@ -91,8 +91,13 @@ def apply(
     target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Apply only to this target (repeatable)."),
     auto_approve: bool = typer.Option(False, "--auto-approve", help="Do not ask for confirmation."),
     lock_timeout: float = typer.Option(0.0, "--lock-timeout", help="Seconds to wait for another apply to finish."),
+    test: bool = typer.Option(False, "--test", help="Then run `stack test` (no rollback: it says how to revert)."),
 ) -> None:
     """Make the target servers match the stack (or perform a saved plan)."""
+    if test:  # stack test's part (toolchain.cli.stacktest_cmd)
+        from toolchain.cli.stacktest_cmd import apply_then_test
+
+        raise typer.Exit(apply_then_test(lambda: apply(plan_file, file, target, auto_approve, lock_timeout, False), plan_file, file, target or []))
     from toolchain.stack import render_plan
     from toolchain.stack.apply import ApplyResult, apply_plan
     from toolchain.stack.load import load

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping, Optional
 from toolchain.client import Client
 from toolchain.errors import APIError
 from toolchain.stack.state import ModelState, display_name, key_of
+from toolchain.stacktest.scratch import is_scratch
 
 _BLOB = re.compile(r"sha256[-:]([0-9a-fA-F]{64})")
 _INT = re.compile(r"^[+-]?\d+$")
@@ -35,7 +36,8 @@ def read(client: Client, show: Iterable[str] = ()) -> tuple[dict[str, ModelState
     Only models whose key is in `show` are read in full (one `/api/show` each); the others
     carry their name and manifest digest.
     """
-    tags = client.tags()
+    # scratch models of a running `stack test --plan` are not the stack's business (never pruned, not in the fingerprint)
+    tags = [t for t in client.tags() if not is_scratch(t.get("name") or t.get("model") or "")]
     wanted = set(show)
     states: dict[str, ModelState] = {}
     for tag in tags:

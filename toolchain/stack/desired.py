@@ -29,6 +29,7 @@ from toolchain.names import parse_name
 from toolchain.stack.load import LoadedStack, StackError
 from toolchain.stack.schema import Model
 from toolchain.stack.state import DesiredModel, ModelState, Upload, display_name, key_of
+from toolchain.stacktest.scratch import SCRATCH_HOST, is_scratch
 
 _PATHLIKE = re.compile(r"^(\.{1,2}[/\\]|[/\\~]|[A-Za-z]:[/\\])|\.gguf$", re.IGNORECASE)
 
@@ -58,6 +59,8 @@ class _Builder:
             n = parse_name(name)
             if not n.is_valid() or n.digest:
                 raise self.loaded.error(f"invalid model name {name!r}", "models", name)
+            if is_scratch(name):
+                raise self.loaded.error(f"{name!r}: the host {SCRATCH_HOST} is reserved for stack test's scratch models", "models", name)
             key = key_of(name)
             if key in self.specs:
                 other = self.specs[key][0]

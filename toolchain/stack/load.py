@@ -270,11 +270,11 @@ def _check_model_keys(loaded: LoadedStack) -> None:
 # -- pydantic errors -> file:line key: message --------------------------------------------------
 
 
-def _located(exc: ValidationError, doc: Any, display: str) -> StackError:
+def _located(exc: ValidationError, doc: Any, display: str, root: Any = Stack) -> StackError:
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc = _existing_loc(doc, tuple(first["loc"]))
-    message = _message(first, loc)
+    message = _message(first, loc, root)
     more = len({tuple(e["loc"][: len(loc)]) for e in errors[1:]} - {loc})
     if more:
         message += f" (and {more} more error{'s' if more > 1 else ''})"
@@ -295,10 +295,10 @@ def _existing_loc(doc: Any, loc: tuple) -> tuple:
     return tuple(out)
 
 
-def _message(error: dict[str, Any], loc: tuple) -> str:
+def _message(error: dict[str, Any], loc: tuple, root: Any = Stack) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        known = _known_keys(loc[:-1])
+        known = _known_keys(loc[:-1], root)
         key = str(loc[-1])
         hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         text = f"unknown key {key!r}"
@@ -311,9 +311,9 @@ def _message(error: dict[str, Any], loc: tuple) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def _known_keys(loc: tuple) -> list[str]:
-    """Field names (aliases) of the schema object found at `loc`."""
-    node: Any = Stack
+def _known_keys(loc: tuple, root: Any = Stack) -> list[str]:
+    """Field names (aliases) of the schema object found at `loc` (from `root`: the stack, or a test file)."""
+    node: Any = root
     for part in loc:
         node = _unwrap(node)
         if isinstance(node, type) and issubclass(node, BaseModel):
@@ -323,6 +323,8 @@ def _known_keys(loc: tuple) -> list[str]:
             node = fields[part].annotation
         elif typing.get_origin(node) is dict:
             node = typing.get_args(node)[1]
+        elif typing.get_origin(node) is list and isinstance(part, int):  # an item of a list (stack tests)
+            node = typing.get_args(node)[0]
         else:
             return []
     node = _unwrap(node)

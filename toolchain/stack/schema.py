@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from toolchain.render.model import ProxyConfig, WebUIConfig
 
+from toolchain.stacktest.spec import TestCase
+
 DEFAULT_TARGET_URL = "http://127.0.0.1:11434"
 
 
@@ -89,6 +91,7 @@ class Model(_Strict):
     insecure: bool = Field(False, description="Pull over plain HTTP (a registry without TLS).")
     keep_alive: Optional[Union[str, int]] = Field(None, description="Keep-alive used when the model is preloaded.")
     preload: bool = Field(False, description="Load the model into memory after apply (an empty generate request).")
+    tests: list[TestCase] = Field(default_factory=list, description="Prompt regression tests (`stack test`).")
 
     _check_keep_alive = field_validator("keep_alive", mode="before")(_keep_alive)
 
@@ -114,6 +117,10 @@ class Stack(_Strict):
     models: dict[str, Model] = Field(default_factory=dict, description="Models by name (case-insensitive).")
     proxy: Optional[ProxyConfig] = Field(None, description="nginx in front of the targets (`stack render`).")
     webui: Optional[WebUIConfig] = Field(None, description="Open WebUI beside the servers (`stack render`).")
+    tests: list[str] = Field(
+        default_factory=list,
+        description="Test files (paths or globs relative to the stack file, e.g. tests/*.yaml), each mapping model names to tests.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -121,6 +128,7 @@ class Stack(_Strict):
         """A section with every entry commented out (`models:` alone) reads as empty."""
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if not (v is None and k in ("targets", "runtime", "models", "webui", "proxy"))}
+            return {k: v for k, v in data.items() if not (v is None and k in ("targets", "runtime", "models", "webui", "proxy", "tests"))}
         return data
 
 
