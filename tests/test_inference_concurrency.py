@@ -14,21 +14,10 @@ import orjson
 import pytest
 
 from server.scheduler import QUEUE_FULL
+from tests.support.formats import NEVER_DONE
 from tests.support.inference_app import make_app, serve_in_thread
 
 ENDLESS = {"num_predict": -1, "temperature": 0}
-
-
-def _nested_arrays(depth: int = 8, width: int = 8) -> dict:
-    schema: dict = {"type": "integer"}
-    for _ in range(depth):
-        schema = {"type": "array", "minItems": width, "items": schema}
-    return schema
-
-
-# A format whose shortest valid answer has 8**8 numbers: the grammar never lets the model stop,
-# so only a disconnect can end such a generation.
-NEVER_DONE = _nested_arrays()
 
 
 @pytest.fixture(scope="module")

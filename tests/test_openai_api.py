@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import ollama
 import openai
+
+from tests.support.formats import NEVER_DONE
 import pytest
 
 from tests.support.server import start_server
@@ -356,7 +358,9 @@ def runners(server_pid: int) -> list[int]:
 
 
 def test_a_failure_mid_stream_is_an_error_event_the_sdk_raises(oai, server):
-    stream = oai.chat.completions.create(model="tiny", messages=USER, stream=True, temperature=0)  # endless
+    never = {"type": "json_schema", "json_schema": {"name": "never", "schema": NEVER_DONE}}
+    stream = oai.chat.completions.create(model="tiny", messages=USER, stream=True, temperature=0,
+                                         response_format=never)  # only the crash can end it
     chunks = iter(stream)
     assert next(chunks).choices[0].delta.role == "assistant"
     pids = runners(server.proc.pid)
@@ -386,7 +390,9 @@ def busy_server(tmp_path_factory, tiny_gguf):
 
 def test_queue_full_is_503_for_the_sdk(busy_server):
     url = busy_server.url + "/v1"
-    endless = {"model": "tiny", "messages": USER, "temperature": 0}  # greedy on the tiny model never stops
+    # a grammar whose shortest answer never fits: only closing the stream ends it
+    never = {"type": "json_schema", "json_schema": {"name": "never", "schema": NEVER_DONE}}
+    endless = {"model": "tiny", "messages": USER, "temperature": 0, "response_format": never}
     with openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=120) as holder:
         stream = holder.chat.completions.create(stream=True, **endless)
         first = next(iter(stream))  # the only slot is now busy until this stream is closed
