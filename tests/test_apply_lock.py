@@ -25,7 +25,7 @@ from tests.support.server import REPO_ROOT, ServerProcess, start_server
 from toolchain import keys as kf
 from toolchain.cli import main
 from toolchain.client import Client, base_url
-from toolchain.errors import APIError
+from toolchain.errors import APIError, CorralError
 from toolchain.stack.apply import apply_lock
 from toolchain.stack.server_lock import LockedError, offers_lock, server_lock
 
@@ -220,7 +220,7 @@ def test_lock_routes_need_an_admin_key(tmp_path):
         assert httpx.delete(url + "/x", headers=as_user).status_code == 403
         assert httpx.post(url, json={"owner": "a", "ttl": 5}).status_code == 401
         # The CLI with a user key: a clear refusal, not a fallback to the lock file.
-        with Client(srv.url, token=user) as c, pytest.raises(Exception, match="cannot take the apply lock.*admin key"):
+        with Client(srv.url, token=user) as c, pytest.raises(CorralError, match="cannot take the apply lock.*admin key"):
             with server_lock(c):
                 pass
         with Client(srv.url, token=admin) as c, server_lock(c) as held:

@@ -19,7 +19,7 @@ import time
 from typing import Callable, Iterator, Optional
 
 from toolchain.client import Client
-from toolchain.errors import APIError, ConnectError, CorralError
+from toolchain.errors import APIError, CorralError
 
 #: Seconds a lease lasts without renewal: how long a crashed apply can keep others out.
 TTL = 60.0
@@ -69,7 +69,7 @@ class Held:
                 if exc.status == 404:  # expired (or released by someone with the id): gone for good
                     self.lost = f"the apply lock on {self.client.url} expired and was not renewed"
                     return
-            except (ConnectError, CorralError):
+            except CorralError:  # unreachable for now, or a server error
                 pass  # try again at the next tick; the lease lasts TTL
             if time.monotonic() >= self.expires:
                 self.lost = f"the apply lock on {self.client.url} could not be renewed before it expired"
