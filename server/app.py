@@ -59,6 +59,9 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.state.registry_store = RegistryStore(app.state.store)
     app.include_router(registry_router)
     app.include_router(pull_push_router)
+    from server.routes import lock as lock_routes
+
+    lock_routes.install(app)  # /api/corral/lock: the apply lock of `stack apply`
 
     from server import auth, cors, limits, observe
     from server.openai import routes as openai_routes

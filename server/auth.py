@@ -65,6 +65,7 @@ ROUTES: tuple[tuple[frozenset[str], re.Pattern[str], Scope], ...] = tuple(
         ("POST HEAD", r"/api/blobs/[^/]*", "admin"),
         ("POST", r"/api/(create|copy|pull|push)", "admin"),
         ("DELETE", r"/api/delete", "admin"),
+        ("GET HEAD POST PUT DELETE", r"/api/corral/lock(/[^/]+)?", "admin"),  # stack apply's lock
     )
 )
 

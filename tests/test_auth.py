@@ -46,6 +46,9 @@ ROUTE_CASES = [
     ("DELETE", "/api/delete", "admin"),
     ("POST", "/api/pull", "admin"),
     ("POST", "/api/push", "admin"),
+    ("POST", "/api/corral/lock", "admin"),  # stack apply's lock
+    ("GET", "/api/corral/lock", "admin"),
+    ("DELETE", "/api/corral/lock/abc", "admin"),
     ("POST", "/api/lock", "admin"),  # anything unlisted (a future apply lock) is closed by default
     ("GET", "/api/tags/../create", "admin"),  # the table matches whole paths only
     ("GET", "/api/tagsx", "admin"),

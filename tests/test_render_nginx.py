@@ -123,6 +123,9 @@ def test_user_token_reads_and_infers_but_cannot_manage(edge):
         ("PUT", "/v2/library/x/manifests/latest", None),
         ("POST", "/v2/library/x/blobs/uploads/", None),
         ("DELETE", "/v2/library/x/manifests/latest", None),
+        ("POST", "/api/corral/lock", {"owner": "u", "ttl": 5}),  # stack apply's lock
+        ("GET", "/api/corral/lock", None),
+        ("DELETE", "/api/corral/lock/x", None),
     ]
     for method, path, body in forbidden:
         r = client.request(method, path, json=body, headers=_auth(USER))
@@ -150,6 +153,10 @@ def test_admin_uploads_a_blob_larger_than_user_bodies_and_creates(edge, tiny_ggu
             if line:
                 statuses.append(json.loads(line)["status"])
     assert statuses[-1] == "success"
+    # The apply lock passes through for admins (to the replica management calls are hashed onto).
+    lease = client.post("/api/corral/lock", json={"owner": "ops", "ttl": 30}, headers=_auth(ADMIN))
+    assert lease.status_code == 200, lease.text
+    assert client.delete(f"/api/corral/lock/{lease.json()['id']}", headers=_auth(ADMIN)).status_code == 200
     # The same large body on a user route is refused by nginx with a JSON 413.
     r = client.post("/api/chat", content=data, headers={**_auth(USER), "Content-Type": "application/json"})
     assert r.status_code == 413

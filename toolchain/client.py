@@ -141,6 +141,21 @@ class Client:
     def chat(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         return self.stream("/api/chat", body)
 
+    # -- the apply lock of `stack serve` (a real Ollama answers 404: it has none) --------------
+
+    def lock_acquire(self, owner: str, ttl: float) -> dict[str, Any]:
+        """Take the server's apply lock: {"id", "owner", "since", "expires_at", "ttl"}; 409 when held."""
+        return self.json("POST", "/api/corral/lock", {"owner": owner, "ttl": ttl})
+
+    def lock_renew(self, lock_id: str, ttl: float) -> dict[str, Any]:
+        return self.json("PUT", f"/api/corral/lock/{lock_id}", {"ttl": ttl})
+
+    def lock_release(self, lock_id: str) -> None:
+        self.request("DELETE", f"/api/corral/lock/{lock_id}")
+
+    def lock_holder(self) -> dict[str, Any]:
+        return self.json("GET", "/api/corral/lock")
+
 
 def _error_message(response: httpx.Response) -> str:
     try:

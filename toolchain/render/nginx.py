@@ -284,6 +284,7 @@ def server_conf(proxy: ProxyConfig, ui: Optional[WebUIConfig], site: Site) -> st
     for path in ADMIN_EXACT:
         location("=", path, admin=True, stream=path in STREAM_EXACT, inference=False)
     location("^~", "/api/blobs/", admin=True, stream=False, inference=False, upload=True)
+    location("^~", "/api/corral/lock", admin=True, stream=False, inference=False)  # stack apply's lock
     for path in INFERENCE_EXACT:
         location("=", path, admin=False, stream=True, inference=True)
     location("^~", "/v1/", admin=False, stream=True, inference=True)

@@ -8,8 +8,11 @@ plan shows what remains. A replace is performed as one create over the old model
 delete followed by a create.
 
 Saved plans are applied only against the server state they were made for (`StalePlanError`).
-Two applies against the same server from this machine exclude each other with a lock file
-(`apply_lock`); a server-side lock can take its place once servers offer one.
+Two applies against the same server exclude each other: first through the server's apply lock
+where it offers one (`toolchain.stack.server_lock`, a renewed lease: covers applies from any
+machine), then through a lock file on this machine (`apply_lock`: the only lock for servers
+without one, such as a real Ollama; it also keeps out applies by clients that predate the server
+lock). `--lock-timeout` is one budget for both.
 """
 
 from __future__ import annotations
@@ -27,16 +30,13 @@ from toolchain.client import Client
 from toolchain.errors import CorralError
 from toolchain.stack import actual
 from toolchain.stack.plan import Change, Plan
+from toolchain.stack.server_lock import LockedError, server_lock
 
 Echo = Callable[[str], None]
 
 
 class StalePlanError(CorralError):
     """The server changed since the saved plan was made."""
-
-
-class LockedError(CorralError):
-    """Another apply holds the lock for the server."""
 
 
 @dataclass
@@ -57,7 +57,9 @@ def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, saved: bool = 
     see how far an interrupted apply got.
     """
     result = result if result is not None else ApplyResult(plan.target)
-    with apply_lock(client.url, timeout=lock_timeout, notify=echo):
+    deadline = time.monotonic() + max(lock_timeout, 0.0)
+    with server_lock(client, timeout=lock_timeout, notify=echo) as held, \
+            apply_lock(client.url, timeout=max(deadline - time.monotonic(), 0.0), notify=echo):
         _, now = actual.read(client)
         if now != plan.fingerprint:
             what = "saved plan" if saved else "plan"
@@ -67,6 +69,8 @@ def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, saved: bool = 
             )
         steps = [c for c in plan.pending if c.action != "delete"] + [c for c in plan.pending if c.action == "delete"]
         for n, change in enumerate(steps, 1):
+            if held is not None:
+                held.check()  # never go on once the server lease is lost
             echo(f"[{plan.target}] {n}/{len(steps)} {_verb(change.action)} {change.model} ...")
             try:
                 perform(change, client, progress=progress)
