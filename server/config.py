@@ -121,6 +121,8 @@ class Config:
                                    "Concurrent connections and requests before answering 503 (default 1024)")
     idle_timeout: int = setting("CORRAL_IDLE_TIMEOUT", parse_uint(5),
                                 "Seconds an idle keep-alive connection is kept open (default 5)")
+    header_timeout: int = setting("CORRAL_HEADER_TIMEOUT", parse_uint(10),
+                                  "Seconds a client has to send a request's headers, else 408 (default 10; 0 = off)")
     # inference (server.scheduler)
     keep_alive: float = setting("OLLAMA_KEEP_ALIVE", parse_keep_alive_env,
                                 "The duration that models stay loaded in memory (default \"5m\")")

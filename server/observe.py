@@ -15,7 +15,14 @@ including the 401/403/413 of the inner ones and times a streaming response to it
     corral_load_wait_seconds{model}                       }  (queueing plus loading)
     corral_queue_depth                                    } read from the scheduler at
     corral_loaded_models, corral_model_memory_bytes{model},} each scrape (nothing until the
-    corral_model_parallel_slots{model}                    } first inference request)
+    corral_model_parallel_slots{model},                   } first inference request)
+    corral_model_busy_slots{model}                        }
+    corral_registry_operations_total{operation,outcome}   /api/pull and /api/push by outcome
+                                                          (success, error, cancelled), via `track`
+    corral_registry_bytes_total{direction}                pulled (downloaded by /api/pull), pushed
+                                                          (uploaded by /api/push), served (blob bytes
+                                                          sent by /v2), received (blob bytes uploaded
+                                                          to /v2); `count_bytes` for the first two
 
 `route` is the matched route's template (`/api/blobs/{digest}`), never the raw path, so label
 values stay few; requests no route matched (404s, and those refused before routing) are
@@ -35,7 +42,7 @@ import logging
 import sys
 import time
 from contextvars import ContextVar
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -68,6 +75,13 @@ class Metrics:
         self.load_wait = Histogram(
             "corral_load_wait_seconds", "Time from request to a slot on a loaded model (queueing and loading)",
             ["model"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.registry_ops = Counter(
+            "corral_registry_operations", "Pulls and pushes by outcome", ["operation", "outcome"], registry=r
+        )
+        self.registry_bytes = Counter(
+            "corral_registry_bytes", "Model bytes moved: pulled, pushed, served by /v2, received by /v2",
+            ["direction"], registry=r,
         )
 
     def render(self) -> bytes:
@@ -123,6 +137,50 @@ class _SchedulerCollector(Collector):
             slots.add_metric([ref.name], spec.num_parallel)
         yield memory
         yield slots
+        busy = GaugeMetricFamily("corral_model_busy_slots", "Slots of a loaded model serving a request", labels=["model"])
+        for name, count in scheduler.busy_slots():
+            busy.add_metric([name], count)
+        yield busy
+
+
+_metrics: ContextVar[Metrics | None] = ContextVar("corral_metrics", default=None)
+
+
+def count_bytes(direction: str, n: int) -> None:
+    """Count `n` model bytes moved for the request being served (tasks it starts inherit it)."""
+    metrics = _metrics.get()
+    if metrics is not None and n > 0:
+        metrics.registry_bytes.labels(direction).inc(n)
+
+
+async def track(operation: str, progress: AsyncIterator[dict]) -> AsyncIterator[dict]:
+    """Pass a pull's or push's progress through and count its outcome once it ends."""
+    outcome = "cancelled"
+    try:
+        async for message in progress:
+            if message.get("status") == "success":
+                outcome = "success"
+            yield message
+    except Exception:
+        outcome = "error"
+        raise
+    finally:
+        metrics = _metrics.get()
+        if metrics is not None:
+            metrics.registry_ops.labels(operation, outcome).inc()
+
+
+def _blob_direction(scope: dict) -> str | None:
+    """`served` for a /v2 blob download, `received` for a /v2 blob upload, else None."""
+    path = scope.get("path", "")
+    if not path.startswith("/v2/") or "/blobs/" not in path:
+        return None
+    method = scope.get("method")
+    if method == "GET" and "/blobs/uploads/" not in path:
+        return "served"
+    if method in ("POST", "PATCH", "PUT") and "/blobs/uploads/" in path:
+        return "received"
+    return None
 
 
 _line: ContextVar[dict[str, Any] | None] = ContextVar("corral_access_log_fields", default=None)
@@ -152,20 +210,32 @@ class ObserveMiddleware:
         start = time.perf_counter()
         status = 0
         first_byte: float | None = None
+        direction = _blob_direction(scope)
+        blob_bytes = self.metrics.registry_bytes.labels(direction) if direction else None
 
         async def observed_send(message: dict) -> None:
             nonlocal status, first_byte
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-            elif message["type"] == "http.response.body" and first_byte is None:
-                first_byte = time.perf_counter() - start
+            elif message["type"] == "http.response.body":
+                if first_byte is None:
+                    first_byte = time.perf_counter() - start
+                if direction == "served" and status in (200, 206):
+                    blob_bytes.inc(len(message.get("body", b"")))
             await send(message)
+
+        async def observed_receive() -> dict:
+            message = await receive()
+            if direction == "received" and message["type"] == "http.request":
+                blob_bytes.inc(len(message.get("body", b"")))
+            return message
 
         fields: dict[str, Any] = {}
         reset = _line.set(fields)
+        reset_metrics = _metrics.set(self.metrics)
         self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, observed_send)
+            await self.app(scope, observed_receive if direction else receive, observed_send)
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - start
@@ -177,6 +247,7 @@ class ObserveMiddleware:
                 self.metrics.denied.labels(str(status)).inc()
             _log_request(scope, route, status, elapsed, first_byte, fields)
             _line.reset(reset)
+            _metrics.reset(reset_metrics)
 
 
 def _log_request(scope: dict, route: str, status: int, elapsed: float, first_byte: float | None,

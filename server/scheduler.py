@@ -94,6 +94,7 @@ class _Entry:
         self.load_seconds = load_seconds
         self.slots = asyncio.Semaphore(spec.num_parallel)
         self.refcount = 0
+        self.busy = 0  # leases holding a slot (server.observe reports it)
         self.idle = asyncio.Event()
         self.idle.set()
         self.last_used = time.monotonic()
@@ -134,6 +135,7 @@ class Lease:
         self.runner = entry.runner
         self.load_seconds = load_seconds
         self._released = False
+        entry.busy += 1
 
     @property
     def num_ctx(self) -> int:
@@ -255,6 +257,7 @@ class Scheduler:
             entry.timer = loop.call_later(entry.keep_alive, self._expired, entry)
 
     def _release(self, entry: _Entry) -> None:
+        entry.busy -= 1
         entry.slots.release()
         self._unuse(entry)
 
@@ -363,6 +366,10 @@ class Scheduler:
             rows.append((e.ref, e.spec, expires, e.runner))
         rows.sort(key=lambda r: r[2], reverse=True)
         return rows
+
+    def busy_slots(self) -> list[tuple[str, int]]:
+        """(model name, slots in use) of every loaded runner."""
+        return [(e.ref.name, e.busy) for e in self._loaded.values() if not e.closed]
 
     @property
     def pending(self) -> int:

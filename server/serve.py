@@ -26,6 +26,7 @@ def run(config: Config | None = None) -> None:
     import uvicorn
 
     from server.app import OLLAMA_API_VERSION, create_app
+    from server.header_timeout import protocol
     from server.observe import configure_access_log
 
     config = config or Config.from_env()
@@ -54,4 +55,5 @@ def run(config: Config | None = None) -> None:
         access_log=False,
         limit_concurrency=config.max_connections or None,
         timeout_keep_alive=config.idle_timeout,
+        http=protocol(config.header_timeout),
     )

@@ -26,6 +26,7 @@ from typing import AsyncIterator, Callable
 
 import httpx
 
+from server import observe
 from server.registry.client import Remote, read_limited
 from server.registry.credentials import Credentials
 from server.registry.errors import NOT_FOUND, RegistryError
@@ -200,6 +201,7 @@ async def _fetch_into(remote: Remote, partial: Path, dl: _Download) -> None:
                                 f"blob {desc.digest} is larger than the {desc.size} bytes its manifest declares"
                             )
                         f.write(chunk)
+                        observe.count_bytes("pulled", len(chunk))
                         dl.completed = position
                 if position < desc.size:  # the body ended cleanly but short: not the declared blob
                     partial.unlink(missing_ok=True)

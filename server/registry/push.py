@@ -21,6 +21,7 @@ from typing import AsyncIterator
 
 import httpx
 
+from server import observe
 from server.registry.client import Remote
 from server.registry.credentials import Credentials
 from server.registry.errors import RegistryError
@@ -50,6 +51,7 @@ async def _file_chunk(path: Path, start: int, length: int, counter: _Counter) ->
                 raise RegistryError(f"{path.name} shrank while it was being pushed", 500)
             left -= len(data)
             counter.sent += len(data)
+            observe.count_bytes("pushed", len(data))
             yield data
 
 

@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from server import observe
 from server.registry import credentials as creds_mod
 from server.errors import ServerError
 from server.registry.pull import pull
@@ -65,7 +66,7 @@ async def _handle(request: Request, flow: Callable[..., AsyncIterator[dict]]) ->
         return JSONResponse({"error": f"registry credentials: {exc}"}, status_code=500)
     store: RegistryStore = request.app.state.registry_store
     try:
-        progress = flow(store, name, insecure=insecure, credentials=credentials)
+        progress = observe.track(flow.__name__, flow(store, name, insecure=insecure, credentials=credentials))
     except ServerError as exc:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
