@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from toolchain.cli.registry_cmd import show_progress
+from toolchain.progress import show_progress
 
 
 def test_progress_bars_and_status_lines():

@@ -69,7 +69,8 @@ def test_pull_then_build_on_it(setup, capsys):
     assert "Plan: 1 to pull, 2 to create, 0 to update, 0 to replace, 0 to delete." in out
     assert out.index(f"# {ref} will be pulled") < out.index("# bot:latest will be created")
     assert main(["apply", "--auto-approve"]) == 0
-    capsys.readouterr()
+    err = capsys.readouterr().err  # the pull's progress, as `stack pull` shows it
+    assert "pulling manifest" in err and "verifying sha256 digest" in err and "success" in err
     with Client(b.url) as c:
         tags = {m["name"]: "sha256:" + m["digest"] for m in c.tags()}
     assert tags[ref] == digest and "bot:latest" in tags

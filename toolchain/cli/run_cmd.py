@@ -426,7 +426,7 @@ def _check_model(client: Client, model: str, *, insecure: bool = False) -> dict[
     except APIError as exc:
         if exc.status != 404:
             raise
-    from toolchain.cli.registry_cmd import show_progress
+    from toolchain.progress import show_progress
 
     show_progress(client.pull(model, insecure=insecure))
     return client.show(model)

@@ -147,18 +147,16 @@ def _pull(client: Client, model: str, ref: str, pin: Optional[str], insecure: bo
     from toolchain.stack.pin import check_pin
 
     check_pin(ref, pin, insecure)  # the server pulls by name: make sure the name still means the pin
-    shown = ""
-    for status in client.pull(ref, insecure=insecure):
-        if progress is None:
-            continue
-        text = status.get("status", "")
-        total, done = status.get("total"), status.get("completed")
-        line = f"  {text} {int(100 * (done or 0) / total)}%" if total else f"  {text}"
-        if line != shown:
-            progress.write(("\r" if progress.isatty() and total else "") + line + ("" if progress.isatty() and total else "\n"))
-            shown = line
-    if progress is not None and progress.isatty():
-        progress.write("\n")
+    messages = client.pull(ref, insecure=insecure)
+    if progress is None:
+        for _ in messages:
+            pass
+    else:  # a bar per blob on a terminal, plain status lines otherwise (as `stack pull`)
+        from rich.console import Console
+
+        from toolchain.progress import show_progress
+
+        show_progress(messages, Console(file=progress))
     if pin:
         states, _ = actual.read(client)
         got = next((s.digest for s in states.values() if s.name.casefold() == model.casefold()), None)
