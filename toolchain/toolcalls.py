@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import secrets
 import string
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 from toolchain.template import Template, nodes, parse
 
@@ -162,24 +162,26 @@ def _search(obj: dict, tool: str) -> tuple[Optional[dict], bool]:
     return None, False
 
 
+def _outside_strings(buf: str) -> Iterator[tuple[int, str]]:
+    """(index, char) of every character of `buf` outside JSON strings (quotes included in none)."""
+    in_string = escaped = False
+    for i, c in enumerate(buf):
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == '"':
+            in_string = not in_string
+        elif not in_string:
+            yield i, c
+
+
 def find_arguments(tool: str, buf: str) -> tuple[Optional[dict], int]:
     """The arguments of `tool` in the first complete JSON object of `buf` that holds them,
     and the index of that object's closing brace; (None, 0) if there is none yet."""
     start = -1
     depth = 0
-    in_string = escaped = False
-    for i, c in enumerate(buf):
-        if escaped:
-            escaped = False
-            continue
-        if c == "\\":
-            escaped = True
-            continue
-        if c == '"':
-            in_string = not in_string
-            continue
-        if in_string:
-            continue
+    for i, c in _outside_strings(buf):
         if c == "{":
             if depth == 0:
                 start = i
@@ -206,19 +208,7 @@ def _closed(tag: str, buf: str) -> bool:
     if pair is None:
         return False
     count = 0
-    in_string = escaped = False
-    for c in buf:
-        if escaped:
-            escaped = False
-            continue
-        if c == "\\":
-            escaped = True
-            continue
-        if c == '"':
-            in_string = not in_string
-            continue
-        if in_string:
-            continue
+    for _, c in _outside_strings(buf):
         if c == pair[0]:
             count += 1
         elif c == pair[1]:
