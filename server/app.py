@@ -68,10 +68,10 @@ def create_app(config: Config | None = None) -> FastAPI:
 
     openai_routes.install(app)  # /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models
     # Middleware, innermost first (each add wraps the ones before it):
-    limits.install(app, config)  # body limits (CORRAL_MAX_BODY_BYTES, CORRAL_MAX_BLOB_BYTES)
+    limits.install(app, config)  # CORRAL_MAX_CONNECTIONS, CORRAL_MAX_BODY_BYTES, CORRAL_MAX_BLOB_BYTES
     auth.install(app, config)  # Host check, API keys and scopes
     cors.install(app, config.origins)  # OLLAMA_ORIGINS; outside auth so 401/403 carry CORS headers
-    observe.install(app)  # /metrics and the access log: the outermost middleware
+    observe.install(app, serve_metrics=not config.metrics_addr)  # /metrics, access log: the outermost middleware
     return app
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable
 
-_OPENAI_TYPES = {401: "invalid_request_error", 403: "permission_error", 413: "invalid_request_error"}
-_OCI_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 413: "SIZE_INVALID"}
+_OPENAI_TYPES = {401: "invalid_request_error", 403: "permission_error", 413: "invalid_request_error",
+                 503: "server_error"}
+_OCI_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 413: "SIZE_INVALID", 503: "TOOMANYREQUESTS"}
 
 
 def error_body(path: str, status: int, message: str, *, code: str | None = None) -> dict[str, Any]:

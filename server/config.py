@@ -123,6 +123,10 @@ class Config:
                                 "Seconds an idle keep-alive connection is kept open (default 5)")
     header_timeout: int = setting("CORRAL_HEADER_TIMEOUT", parse_uint(10),
                                   "Seconds a client has to send a request's headers, else 408 (default 10; 0 = off)")
+    # observability (server.observe)
+    metrics_addr: str = setting("CORRAL_METRICS_ADDR", parse_str,
+                                "Serve /metrics without a key on this HOST:PORT only (e.g. 127.0.0.1:9464; "
+                                "default: on the API port)")
     # inference (server.scheduler)
     keep_alive: float = setting("OLLAMA_KEEP_ALIVE", parse_keep_alive_env,
                                 "The duration that models stay loaded in memory (default \"5m\")")

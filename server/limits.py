@@ -1,4 +1,10 @@
-"""Request body limits, enforced as bytes arrive (one pure ASGI middleware; nothing is buffered).
+"""Request limits: connections and requests at once, and body sizes as bytes arrive (one pure ASGI
+middleware; nothing is buffered).
+
+More than `CORRAL_MAX_CONNECTIONS` requests in flight, or a request on a connection beyond that
+many open ones (`server.http_protocol` puts the count in the scope), is a 503 naming the limit,
+with `connection: close`. It is answered here rather than by uvicorn's `limit_concurrency` (whose
+503 bypasses the app) so it is shaped for the path's API family, counted and logged like any answer.
 
 A body larger than its limit is a 413 naming the limit: at once when `Content-Length` declares
 it, otherwise as soon as the bytes read pass it (the receive that crosses the limit raises
@@ -27,16 +33,34 @@ def too_large(limit: int) -> str:
     return f"request body larger than {limit} bytes"
 
 
+def too_many(limit: int) -> str:
+    return f"server busy: more than {limit} connections or requests at once"
+
+
 class LimitMiddleware:
-    def __init__(self, app: Any, *, max_body: int, max_blob: int) -> None:
+    def __init__(self, app: Any, *, max_body: int, max_blob: int, max_connections: int = 0) -> None:
         self.app = app
         self.max_body = max_body
         self.max_blob = max_blob
+        self.max_connections = max_connections
+        self.in_flight = 0
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        n = self.max_connections
+        if n > 0 and (self.in_flight >= n or (scope.get("extensions") or {}).get("corral.connections", 0) > n):
+            await send_error(send, path, 503, too_many(n), code="server_busy", headers=[(b"connection", b"close")])
+            return
+        self.in_flight += 1
+        try:
+            await self._limit_body(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _limit_body(self, scope: dict, receive: Any, send: Any) -> None:
         path, method = scope.get("path", ""), scope.get("method", "GET")
         limit = self.max_blob if is_blob_upload(method, path) else self.max_body
         if limit <= 0:
@@ -69,4 +93,5 @@ def _content_length(scope: dict) -> int | None:
 
 
 def install(app: Any, config: Any) -> None:
-    app.add_middleware(LimitMiddleware, max_body=config.max_body_bytes, max_blob=config.max_blob_bytes)
+    app.add_middleware(LimitMiddleware, max_body=config.max_body_bytes, max_blob=config.max_blob_bytes,
+                       max_connections=config.max_connections)

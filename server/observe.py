@@ -2,7 +2,9 @@
 
 `Metrics` owns one `prometheus_client.CollectorRegistry` per app (so several apps in one process
 never share counters) and is served at `GET /metrics` (a `user` route when keys exist, see
-`server.auth`). `ObserveMiddleware` is a pure ASGI middleware, outermost, so it sees every answer
+`server.auth`), or, with `CORRAL_METRICS_ADDR`, only by `metrics_app` on a port of its own
+(`server.serve` runs it). Answers the HTTP protocol gives without the app (408, 431, 400) reach
+`Metrics.refused`. `ObserveMiddleware` is a pure ASGI middleware, outermost, so it sees every answer
 including the 401/403/413 of the inner ones and times a streaming response to its last byte:
 
     corral_http_requests_total{route,method,status}       counter
@@ -86,6 +88,14 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def refused(self, status: int, method: str, reason: str, seconds: float) -> None:
+        """Count and log an answer the HTTP protocol gave without the app (a 408 for a head that
+        took too long, a 431 or 400 for one h11 refused; `server.http_protocol`): route
+        `unmatched`, the method when the head got that far, no path."""
+        self.requests.labels("unmatched", method, str(status)).inc()
+        self.duration.labels("unmatched", method).observe(seconds)
+        _log_request({"method": method or None}, "unmatched", status, seconds, seconds, {"error": reason})
 
     def record_generation(
         self,
@@ -278,15 +288,37 @@ def configure_access_log(stream: Any = None) -> None:
     access_log.propagate = False
 
 
-def install(app: Any) -> None:
-    """`GET /metrics` and the middleware (add it last: it must be the outermost)."""
+def metrics_app(metrics: Metrics) -> Callable[..., Any]:
+    """The whole ASGI app of the separate metrics port (`CORRAL_METRICS_ADDR`): `GET`/`HEAD /metrics`
+    and nothing else (Ollama's plain-text 404 and 405), no key, no access log."""
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope.get("path") != "/metrics":
+            status, body, ctype = 404, b"404 page not found", "text/plain; charset=utf-8"
+        elif scope.get("method") not in ("GET", "HEAD"):
+            status, body, ctype = 405, b"405 method not allowed", "text/plain; charset=utf-8"
+        else:
+            status, body, ctype = 200, metrics.render(), Metrics.content_type
+        headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})
+
+    return app
+
+
+def install(app: Any, *, serve_metrics: bool = True) -> None:
+    """The middleware (add it last: it must be the outermost) and, unless the metrics have a port of
+    their own (`serve_metrics=False`, then `/metrics` here is an unknown path), `GET /metrics`."""
     from starlette.responses import Response
 
     app.state.metrics = Metrics()
     app.state.metrics.watch_scheduler(lambda: getattr(app.state, "engine", None))
 
-    @app.api_route("/metrics", methods=["GET", "HEAD"], include_in_schema=False)
-    def metrics() -> Response:
-        return Response(app.state.metrics.render(), media_type=Metrics.content_type)
+    if serve_metrics:
+        @app.api_route("/metrics", methods=["GET", "HEAD"], include_in_schema=False)
+        def metrics() -> Response:
+            return Response(app.state.metrics.render(), media_type=Metrics.content_type)
 
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)

@@ -1,4 +1,4 @@
-"""The header-read timeout (`server.header_timeout`) on a real `stack serve`.
+"""The header-read timeout (`server.http_protocol`) on a real `stack serve`.
 
 uvicorn has none of its own; with `CORRAL_HEADER_TIMEOUT=1` a client that stalls in its request
 head, or trickles it a byte at a time, gets 408 and a closed connection, on a fresh connection and
@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from server.config import Config
-from server.header_timeout import TIMEOUT_RESPONSE
+from server.http_protocol import TIMEOUT_RESPONSE
 from tests.support.server import start_server
 
 
