@@ -30,6 +30,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -226,9 +227,17 @@ class Store:
 
     @staticmethod
     def _contained(path: Path, base: Path) -> Path:
+        """`path` if it stays inside `base` and is absent or a regular file: a FIFO, device, socket
+        or directory planted where a blob or manifest belongs would block or fail whoever opens it."""
         resolved = path.resolve()
         if not resolved.is_relative_to(base.resolve()) or resolved == base.resolve():
             raise BadRequest("path escapes the model store")
+        try:
+            mode = os.stat(resolved).st_mode
+        except OSError:
+            return path  # absent: the caller's open or write says what that means
+        if not stat.S_ISREG(mode):
+            raise BadRequest("path is not a regular file in the model store")
         return path
 
     # -- blobs -----------------------------------------------------------------------------
@@ -508,7 +517,7 @@ class Store:
                 return
             for d in manifest.descriptors():
                 if d.digest not in refs:
-                    with contextlib.suppress(FileNotFoundError):
+                    with contextlib.suppress(FileNotFoundError, BadRequest):  # gone, or not ours to remove
                         self.blob_path(d.digest).unlink()
 
     def prune(self, grace_seconds: float = PRUNE_GRACE_SECONDS) -> list[str]:

@@ -207,3 +207,125 @@ def test_slow_clients_do_not_block_others(ready: Hostile):
     finally:
         for s in socks:
             s.close()
+
+
+# -- things planted in the store (someone with write access to it; CVE-2024-39721's devices) -------------
+#
+# Each row plants links, FIFOs or directories where the store keeps manifests and blobs, sends one
+# request, and expects the store to refuse: a link whose target resolves outside the store is
+# "path escapes the model store"; a FIFO, device or directory where a regular file belongs is "path
+# is not a regular file in the model store" (a FIFO used to block the request's thread for ever, a
+# directory where a blob belongs used to be a 500 naming the server's paths). `{dir}` is the
+# canary directory, `{outside}` a copy of base's manifest outside the store, `{port}` the
+# server's own port (it pulls and pushes to itself).
+
+ESCAPES = {"error": "path escapes the model store"}
+NOT_REGULAR = {"error": "path is not a regular file in the model store"}
+LIB = "manifests/registry.ollama.ai/library"
+SELF = "manifests/127.0.0.1:{port}"
+SECRET_HEX = hashlib.sha256(SECRET).hexdigest()
+FIFO_HEX = hashlib.sha256(b"a fifo").hexdigest()
+ZERO_HEX = hashlib.sha256(b"/dev/zero").hexdigest()
+DIR_HEX = hashlib.sha256(b"a directory").hexdigest()
+
+
+def _pull(model: str) -> dict:
+    return {"model": model, "insecure": True, "stream": False}
+
+
+PLANTED = [
+    # (id, {store path: ("link", target) | "fifo" | "dir"}, method, path, body, status, answer)
+    ("model-dir-link-copy-into", {f"{LIB}/evil": ("link", "{dir}")}, "POST", "/api/copy",
+     {"source": "base", "destination": "evil"}, 400, ESCAPES),
+    ("model-dir-link-create-into", {f"{LIB}/evil": ("link", "{dir}")}, "POST", "/api/create",
+     {"model": "evil", "from": "base", "stream": False}, 400, ESCAPES),
+    ("namespace-link-copy-into", {"manifests/registry.ollama.ai/evilns": ("link", "{dir}")}, "POST", "/api/copy",
+     {"source": "base", "destination": "evilns/x"}, 400, ESCAPES),
+    ("host-link-pull-into", {SELF: ("link", "{dir}")}, "POST", "/api/pull",
+     _pull("127.0.0.1:{port}/library/base"), 400, ESCAPES),
+    ("manifest-link-push-out", {f"{SELF}/library/planted/latest": ("link", "{outside}")}, "POST", "/api/push",
+     _pull("127.0.0.1:{port}/library/planted"), 400, ESCAPES),
+    ("manifest-link-served-by-v2", {f"{LIB}/planted/latest": ("link", "{outside}")}, "GET",
+     "/v2/library/planted/manifests/latest", None, 400, ESCAPES),
+    ("manifest-link-generate", {f"{LIB}/planted/latest": ("link", "{outside}")}, "POST", "/api/generate",
+     {"model": "planted", "prompt": "x"}, 400, ESCAPES),
+    ("manifest-link-copy-from", {f"{LIB}/planted/latest": ("link", "{outside}")}, "POST", "/api/copy",
+     {"source": "planted", "destination": "stolen"}, 400, ESCAPES),
+    ("manifest-link-create-from", {f"{LIB}/planted/latest": ("link", "{outside}")}, "POST", "/api/create",
+     {"model": "stolen", "from": "planted", "stream": False}, 400, ESCAPES),
+    ("blob-link-create-from", {f"blobs/sha256-{SECRET_HEX}": ("link", "{canary}")}, "POST", "/api/create",
+     {"model": "stolen", "files": {"m.gguf": f"sha256:{SECRET_HEX}"}}, 400, ESCAPES),
+    ("blob-link-served-by-v2", {f"blobs/sha256-{SECRET_HEX}": ("link", "{canary}")}, "GET",
+     f"/v2/library/base/blobs/sha256:{SECRET_HEX}", None, 400, ESCAPES),
+    ("blob-link-upload-onto", {f"blobs/sha256-{SECRET_HEX}": ("link", "{canary}")}, "POST",
+     f"/api/blobs/sha256:{SECRET_HEX}", SECRET, 400, ESCAPES),
+    ("blob-device-link-create-from", {f"blobs/sha256-{ZERO_HEX}": ("link", "/dev/zero")}, "POST", "/api/create",
+     {"model": "zero", "files": {"m.gguf": f"sha256:{ZERO_HEX}"}}, 400, ESCAPES),
+    ("blob-fifo-create-from", {f"blobs/sha256-{FIFO_HEX}": "fifo"}, "POST", "/api/create",
+     {"model": "fifo", "files": {"m.gguf": f"sha256:{FIFO_HEX}"}}, 400, NOT_REGULAR),
+    ("blob-fifo-head", {f"blobs/sha256-{FIFO_HEX}": "fifo"}, "HEAD", f"/api/blobs/sha256:{FIFO_HEX}", None, 400, ""),
+    ("blob-fifo-served-by-v2", {f"blobs/sha256-{FIFO_HEX}": "fifo"}, "GET",
+     f"/v2/library/base/blobs/sha256:{FIFO_HEX}", None, 400, NOT_REGULAR),
+    ("blob-dir-upload-onto", {f"blobs/sha256-{DIR_HEX}": "dir"}, "POST", f"/api/blobs/sha256:{DIR_HEX}",
+     b"a directory", 400, NOT_REGULAR),
+    ("manifest-fifo-show", {f"{LIB}/fifo/latest": "fifo"}, "POST", "/api/show", {"model": "fifo"}, 400, NOT_REGULAR),
+    ("manifest-fifo-delete", {f"{LIB}/fifo/latest": "fifo"}, "DELETE", "/api/delete", {"model": "fifo"}, 400,
+     NOT_REGULAR),
+    ("manifest-fifo-served-by-v2", {f"{LIB}/fifo/latest": "fifo"}, "GET", "/v2/library/fifo/manifests/latest",
+     None, 400, NOT_REGULAR),
+    ("manifest-fifo-copy-onto", {f"{LIB}/fifo/latest": "fifo"}, "POST", "/api/copy",
+     {"source": "base", "destination": "fifo"}, 400, NOT_REGULAR),
+    ("manifest-dir-copy-onto", {f"{LIB}/dirm/latest": "dir"}, "POST", "/api/copy",
+     {"source": "base", "destination": "dirm"}, 400, NOT_REGULAR),
+]
+
+
+@pytest.fixture(scope="module")
+def planted_ready(ready: Hostile) -> Hostile:
+    outside = ready.root / "outside" / "manifest.json"  # a valid manifest outside the store
+    outside.parent.mkdir()
+    outside.write_bytes((ready.server.models / LIB / "base" / "latest").read_bytes())
+    ready.subs.update({"{dir}": str(ready.root / "canary" / "dir"), "{outside}": str(outside),
+                       "{port}": str(ready.server.port)})
+    ready.before = tree(ready.root, ready.server.models)
+    return ready
+
+
+@pytest.mark.parametrize("row", PLANTED, ids=[r[0] for r in PLANTED])
+def test_planted_in_the_store(planted_ready: Hostile, row):
+    h = planted_ready
+    _, plants, method, path, body, status, answer = row
+    store_before = _visible(h)
+    made: list = []
+    try:
+        for rel, kind in plants.items():
+            p = h.server.models / fill(rel, h.subs)
+            for parent in reversed(p.parents):
+                if parent != h.server.models and parent.is_relative_to(h.server.models) and not os.path.lexists(parent):
+                    parent.mkdir()
+                    made.append(parent)
+            if kind == "fifo":
+                os.mkfifo(p)
+            elif kind == "dir":
+                p.mkdir()
+            else:
+                p.symlink_to(fill(kind[1], h.subs))
+            made.append(p)
+        raw = body if isinstance(body, (bytes, type(None))) else fill(json.dumps(body), h.subs).encode()
+        got, reply = h.raw(method, fill(path, h.subs), raw, timeout=10)
+        assert SECRET.decode().strip() not in reply.decode("utf-8", "replace")
+        assert (got, json.loads(reply) if reply else "") == (status, answer)
+    finally:
+        for p in reversed(made):
+            if p.is_dir() and not p.is_symlink():
+                p.rmdir()
+            else:
+                p.unlink()
+    assert _visible(h) == store_before  # nothing written through the plant, nothing half-written
+    h.check_intact()
+
+
+def _visible(h: Hostile) -> dict:
+    """The store's files and their bytes (not mtimes: reusing a blob refreshes its mtime)."""
+    return {k: (size, sha) for k, (size, _, sha) in tree(h.server.models, h.root / "nothing").items()
+            if ".tmp-" not in k}
