@@ -52,6 +52,8 @@ CASES = [
     Case("blob-bytes-do-not-match", "POST", "/api/blobs/sha256:" + H64, b"other bytes", 400,
          {"error": f'digest mismatch, expected "sha256:{H64}", got '
                    '"sha256:a3ead5eedad5df82318c51685dbc1c147a36d1ff8584fc82de6b08d0bf63a795"'}),
+    Case("blob-over-the-blob-limit", "POST", "/api/blobs/sha256:" + H64, b"\0" * ((8 << 20) + 1), 413,
+         {"error": "request body larger than 8388608 bytes"}),
     # -- model names and paths in create, copy, delete, show (CVE-2024-39722) -------------------------
     Case("create-name-traversal", "POST", "/api/create", j({"model": "../../canary/x", "files": {}}), 400, INVALID_NAME),
     Case("create-name-absolute", "POST", "/api/create", j({"model": "/etc/passwd", "files": {}}), 400, INVALID_NAME),
@@ -136,4 +138,46 @@ CASES = [
     # -- HTTP framing ----------------------------------------------------------------------------------
     Case("method-not-allowed", "PUT", "/api/tags", None, 405, "405 method not allowed"),
     Case("unknown-route", "GET", "/api/../../canary/secret.txt", None, 404, NOT_FOUND),
+]
+
+# -- pull and push names (the name becomes a path under manifests/ and a registry URL) ------------------
+CASES += [
+    Case("pull-name-traversal", "POST", "/api/pull", j({"model": "../../../canary/x", "stream": False}), 400, INVALID_NAME),
+    Case("pull-name-absolute", "POST", "/api/pull", j({"model": "{canary}", "stream": False}), 400, INVALID_NAME),
+    Case("pull-host-with-path-segments", "POST", "/api/pull",
+         j({"model": "127.0.0.1:1/../../canary/x", "insecure": True, "stream": False}), 400, INVALID_NAME),
+    Case("push-name-traversal", "POST", "/api/push", j({"model": "../../../canary/x", "stream": False}), 400, INVALID_NAME),
+    Case("push-name-absolute", "POST", "/api/push", j({"model": "{canary}", "stream": False}), 400, INVALID_NAME),
+]
+
+# -- options at inference time (the tiny model is loaded for real) -------------------------------------
+GEN = '{"model": "base", "prompt": "a", "raw": true, "stream": false, "options": %s}'
+CHAT = '{"model": "base", "messages": [{"role": "user", "content": "a"}], "stream": false, "options": %s}'
+CASES += [
+    Case("generate-option-nan", "POST", "/api/generate", GEN % '{"temperature": NaN}', 400,
+         {"error": "invalid JSON: unexpected character, expected a JSON value: line 1 column 91 (char 90)"}),
+    Case("chat-option-infinity", "POST", "/api/chat", CHAT % '{"top_p": 1e999}', 400,
+         {"error": "invalid JSON: number is infinity when parsed as double: line 1 column 105 (char 104)"}),
+    Case("generate-num-ctx-absurd", "POST", "/api/generate", GEN % '{"num_ctx": 1000000000000}', 400,
+         {"error": 'invalid option "num_ctx": 1000000000000 is out of range'}),
+    Case("generate-num-ctx-negative", "POST", "/api/generate", GEN % '{"num_ctx": -1}', 400,
+         {"error": 'invalid option "num_ctx": -1 is out of range'}),
+    Case("generate-num-predict-absurd", "POST", "/api/generate", GEN % '{"num_predict": 100000000000000000000}', 400,
+         {"error": 'invalid option "num_predict": 100000000000000000000 is out of range'}),
+    Case("generate-num-predict-negative", "POST", "/api/generate", GEN % '{"num_predict": -5}', 400,
+         {"error": 'invalid option "num_predict": -5 is out of range'}),
+    Case("generate-stop-not-a-list", "POST", "/api/generate", GEN % '{"stop": {"a": 1}}', 400,
+         {"error": 'option "stop" must be of type array'}),
+    Case("generate-deeply-nested-options", "POST", "/api/generate", GEN % ("[" * 100_000 + "]" * 100_000), 400,
+         {"error": "invalid JSON: depth limit exceeded: line 1 column 1099 (char 1098)"}),
+    Case("chat-deeply-nested-message", "POST", "/api/chat",
+         '{"model": "base", "messages": [{"role": "user", "content": ' + '{"a": ' * 50_000 + "1" + "}" * 50_000 + "}]}",
+         400, {"error": "invalid JSON: depth limit exceeded: line 1 column 6187 (char 6186)"}),
+    Case("openai-deeply-nested", "POST", "/v1/chat/completions", '{"model": "base", "messages": ' + "[" * 100_000 + "]" * 100_000 + "}",
+         400, {"error": {"message": "invalid JSON in request body: depth limit exceeded: line 1 column 1055 (char 1054)",
+                         "type": "invalid_request_error", "param": None, "code": None}}),
+    Case("openai-nan", "POST", "/v1/chat/completions",
+         '{"model": "base", "messages": [{"role": "user", "content": "a"}], "temperature": NaN}', 400,
+         {"error": {"message": "invalid JSON in request body: unexpected character, expected a JSON value: line 1 column 82 "
+                               "(char 81)", "type": "invalid_request_error", "param": None, "code": None}}),
 ]

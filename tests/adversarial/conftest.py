@@ -23,6 +23,7 @@ import pytest
 
 from tests.support.server import ServerProcess, start_server
 
+BLOB_LIMIT = 8 << 20  # CORRAL_MAX_BLOB_BYTES of the hostile server
 SECRET = b"canary: if this text appears in an answer or this file changes, a hostile input got out\n"
 
 
@@ -85,5 +86,5 @@ def hostile(tmp_path_factory) -> Iterator[Hostile]:
     (root / "canary" / "dir").mkdir(parents=True)
     canary = root / "canary" / "secret.txt"
     canary.write_bytes(SECRET)
-    with start_server(root / "models") as srv:
+    with start_server(root / "models", env={"CORRAL_MAX_BLOB_BYTES": str(BLOB_LIMIT)}) as srv:
         yield Hostile(srv, root, canary, tree(root, srv.models))

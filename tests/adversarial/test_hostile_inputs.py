@@ -329,3 +329,110 @@ def _visible(h: Hostile) -> dict:
     """The store's files and their bytes (not mtimes: reusing a blob refreshes its mtime)."""
     return {k: (size, sha) for k, (size, _, sha) in tree(h.server.models, h.root / "nothing").items()
             if ".tmp-" not in k}
+
+
+# -- concurrency and slow clients at inference time (the tiny model, loaded for real) -------------------
+
+
+def _busy_slots(h: Hostile) -> float:
+    for line in httpx.get(f"{h.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith('corral_model_busy_slots{model="base:latest"} '):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _until(predicate, what: str) -> None:
+    for _ in range(600):  # bounded: 30 s
+        if predicate():
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_a_slow_reader_holds_only_its_own_slot(ready: Hostile):
+    """A client streams an endless generation and reads nothing: its socket buffers fill and the
+    server waits on it (memory does not grow with the tokens it would send), while everyone else
+    is served, the same model included. When it reads, its stream goes on; when it leaves, its slot
+    is freed."""
+    from tests.support.formats import NEVER_DONE
+
+    body = json.dumps({"model": "base", "prompt": "x", "raw": True, "format": NEVER_DONE,
+                       "options": {"num_predict": -1, "temperature": 0}}).encode()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # small buffers: backpressure comes fast
+    try:
+        s.connect(("127.0.0.1", ready.server.port))
+        s.sendall(b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        _until(lambda: _busy_slots(ready) == 1, "the slow stream took a slot")
+        ready.check_intact()
+        out = ollama.Client(host=ready.url).generate(model="base", prompt="a", raw=True, options={"num_predict": 3})
+        assert out.done and out.eval_count <= 3  # the same model serves others meanwhile
+        s.settimeout(30)
+        head = s.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")  # the stalled stream resumes when read
+    finally:
+        s.close()
+    _until(lambda: _busy_slots(ready) == 0, "the slot freed once the slow reader left")
+    ready.check_intact()
+
+
+def test_a_huge_stop_list_is_served_without_blocking_others(ready: Hostile):
+    """200 000 stop strings (2.7 MB of JSON, under the body limit): the generation ends normally
+    and the server answers others meanwhile. (Larger lists meet the 32 MiB body limit.)"""
+    body = {"model": "base", "prompt": "a", "raw": True, "stream": False,
+            "options": {"num_predict": 3, "temperature": 0, "stop": [f"stop{i}" for i in range(200_000)]}}
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(httpx.post(f"{ready.url}/api/generate", json=body, timeout=300)))
+    t.start()
+    try:
+        ready.check_intact()  # while it runs
+    finally:
+        t.join(300)
+    r = result[0]
+    assert r.status_code == 200 and r.json()["done"] is True and r.json()["eval_count"] <= 3
+    ready.check_intact()
+
+
+def test_cut_off_json_body_leaves_nothing(ready: Hostile):
+    """A create whose body stops half-way (the client hangs up): nothing is created, nothing hangs."""
+    body = json.dumps({"model": "cutoff", "from": "base", "system": "x" * 10_000, "stream": False}).encode()
+    with socket.create_connection(("127.0.0.1", ready.server.port)) as s:
+        s.sendall(b"POST /api/create HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body[:5000])
+    ready.check_intact()
+    r = httpx.post(f"{ready.url}/api/show", json={"model": "cutoff"})
+    assert (r.status_code, r.json()) == (404, {"error": "model 'cutoff:latest' not found"})
+
+
+# -- exposure: the Host and Origin matrix (CVE-2024-28224: DNS rebinding; browsers on other sites) ------
+
+HOSTS = {"localhost:{port}": True, "127.0.0.1": True, "[::1]:{port}": True, "rebind.attacker.example:{port}": False,
+         "localhost.attacker.example": False, "10.0.0.1": False}
+ORIGINS = {None: True, "http://localhost:5173": True, "http://127.0.0.1:8080": True, "https://evil.example": False,
+           "null": False, "http://localhost.evil.example": False}
+ROUTES = [("GET", "/api/tags", None, 200), ("DELETE", "/api/delete", {"model": "absent"}, 404),
+          ("POST", "/api/create", {"model": "absent", "from": "nothing", "stream": False}, 404)]
+
+
+@pytest.mark.parametrize("host", list(HOSTS))
+def test_host_and_origin_matrix(ready: Hostile, host):
+    """Every Host × Origin pair on a read and two management routes: a foreign Origin is 403 with
+    an empty body (the CORS layer, outermost); then a Host that is not this machine's is 403 naming
+    it; only a loopback Host with an allowed Origin or none reaches the route."""
+    name = host.format(port=ready.server.port)
+    for origin, origin_ok in ORIGINS.items():
+        for method, path, body, status in ROUTES:
+            headers = {"Host": name, **({"Origin": origin} if origin else {})}
+            got, raw = ready.raw(method, path, json.dumps(body).encode() if body else None, headers)
+            where = (name, origin, method, path)
+            if not origin_ok:  # the CORS layer is outermost: refused before the Host is looked at
+                assert (got, raw) == (403, b""), where
+            elif not HOSTS[host]:
+                shown = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+                assert (got, json.loads(raw)) == (403, {"error": f'forbidden: host "{shown}" is not allowed (a loopback '
+                                                    "server answers only localhost names; add others to "
+                                                    "CORRAL_ALLOWED_HOSTS)"}), where
+            else:
+                assert got == status, where
+    ready.check_intact()
