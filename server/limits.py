@@ -5,6 +5,7 @@ More than `CORRAL_MAX_CONNECTIONS` requests in flight, or a request on a connect
 many open ones (`server.http_protocol` puts the count in the scope), is a 503 naming the limit,
 with `connection: close`. It is answered here rather than by uvicorn's `limit_concurrency` (whose
 503 bypasses the app) so it is shaped for the path's API family, counted and logged like any answer.
+A request framed both by `Content-Length` and `Transfer-Encoding` is a 400 and the connection closed.
 
 A body larger than its limit is a 413 naming the limit: at once when `Content-Length` declares
 it, otherwise as soon as the bytes read pass it (the receive that crosses the limit raises
@@ -50,6 +51,9 @@ class LimitMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
+        if _ambiguous_framing(scope):
+            await send_error(send, path, 400, AMBIGUOUS, code="bad_request", headers=[(b"connection", b"close")])
+            return
         n = self.max_connections
         if n > 0 and (self.in_flight >= n or (scope.get("extensions") or {}).get("corral.connections", 0) > n):
             await send_error(send, path, 503, too_many(n), code="server_busy", headers=[(b"connection", b"close")])
@@ -82,6 +86,17 @@ class LimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+AMBIGUOUS = "request has both Content-Length and Transfer-Encoding"
+
+
+def _ambiguous_framing(scope: dict) -> bool:
+    """Both length headers: a proxy that trusts the other one would see other requests in the
+    bytes (request smuggling). h11 follows Transfer-Encoding and uvicorn keeps the connection;
+    RFC 9112 6.3 says to close it after answering, and lets the server refuse: it does."""
+    names = {k.lower() for k, _ in scope.get("headers") or ()}
+    return b"content-length" in names and b"transfer-encoding" in names
 
 
 def _content_length(scope: dict) -> int | None:

@@ -87,8 +87,10 @@ def test_kill_anywhere_loses_nothing(tmp_path: Path, tiny_gguf: Path):
         assert httpx.post(f"{srv.url}/api/blobs/{gguf_digest}", content=data).status_code == 201
         assert run_op(srv.url, gguf_digest, ("create", "m0", "first")) == 200
 
+    in_flight = 0  # kills that landed while an operation was under way
     for point in range(POINTS):
         srv = start_server(models)
+        worker = None
         try:
             # the store as the previous kill left it, seen through the restarted server
             tags = httpx.get(f"{srv.url}/api/tags").json()["models"]
@@ -106,6 +108,7 @@ def test_kill_anywhere_loses_nothing(tmp_path: Path, tiny_gguf: Path):
             worker.done.wait(rng.uniform(0.0, 0.4))
         finally:
             if srv.proc.poll() is None:
+                in_flight += worker is not None and worker.current is not None and not worker.done.is_set()
                 os.kill(srv.proc.pid, signal.SIGKILL)
             srv.proc.wait(timeout=30)
         worker.join(timeout=60)
@@ -113,6 +116,7 @@ def test_kill_anywhere_loses_nothing(tmp_path: Path, tiny_gguf: Path):
         report = fsck(models)
         assert report.clean, (point, describe(last_op), report.errors)
 
+    print(f"{POINTS} kills, {in_flight} of them with an operation under way")
     r = subprocess.run([sys.executable, "-m", "toolchain.cli", "fsck", "--models", str(models), "--repair", "--grace", "0"],
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
