@@ -36,10 +36,28 @@ HEADLINE = {
 }
 
 
-def summary_line(plans: Sequence[Plan]) -> str:
-    n = summary_counts(plans)
+def counts_text(n: dict[str, int]) -> str:
+    """`1 to pull, 2 to create, 0 to update, 0 to replace, 0 to delete.` (pulls only when there are any)."""
     head = f"{n['pull']} to pull, " if n["pull"] else ""
-    return f"Plan: {head}{n['create']} to create, {n['update']} to update, {n['replace']} to replace, {n['delete']} to delete."
+    return f"{head}{n['create']} to create, {n['update']} to update, {n['replace']} to replace, {n['delete']} to delete."
+
+
+def summary_line(plans: Sequence[Plan]) -> str:
+    """The plan's last line: `Plan: ...` for one target, the total over every target for a fleet."""
+    if _fleet(plans):
+        changed = sum(1 for p in plans if p.pending)
+        return f"Total for {len(plans)} targets ({changed} with changes): {counts_text(summary_counts(plans))}"
+    return f"Plan: {counts_text(summary_counts(plans))}"
+
+
+def target_line(plan: Plan) -> str:
+    """A fleet plan's count for one target (shown at the end of its section)."""
+    return f'Plan for "{plan.target}": {counts_text(plan.counts())}'
+
+
+def _fleet(plans: Sequence[Plan]) -> bool:
+    """Several servers (not a `stack diff`, whose one 'target' is a pair of revisions)."""
+    return len(plans) > 1 and all(p.url for p in plans)
 
 
 def has_changes(plans: Sequence[Plan]) -> bool:
@@ -70,6 +88,9 @@ def render_text(plans: Sequence[Plan]) -> str:
         if plan.unmanaged:
             out.append("")
             out.append(f"  Not in the stack, kept because prune is off: {', '.join(plan.unmanaged)}")
+        if plan.pending and _fleet(plans):
+            out.append("")
+            out.append("  " + target_line(plan))
         out.append("")
     out.append(summary_line(plans) if has_changes(plans) else "No changes. Every server matches the stack.")
     return "\n".join(out) + "\n"
@@ -201,6 +222,8 @@ def render_markdown(plans: Sequence[Plan], title: str = "Corral plan") -> str:
             for c in plan.pending:
                 out.append(f"| `{SYMBOL[c.action]}` | `{c.model}` | {c.action} | {c.reason} |")
             out.append("")
+            if _fleet(plans):
+                out += [target_line(plan), ""]
             for c in plan.pending:
                 out.append(f"<details><summary><code>{SYMBOL[c.action]} {c.model}</code> {HEADLINE[c.action]}</summary>")
                 out += ["", "```diff"] + [_diff_marker(ln) for ln in change_lines(c)[2:]] + ["```", "", "</details>", ""]
