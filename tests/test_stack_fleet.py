@@ -256,3 +256,41 @@ def test_progress_of_parallel_targets_is_written_in_whole_prefixed_lines():
     stream.write("ifest\nverifying\r\nsuccess\n")
     assert out.getvalue() == "[gpu-2] pulling manifest\n[gpu-2] verifying\n[gpu-2] success\n"
     assert not stream.isatty()  # rich then prints plain status lines, no live bars
+
+
+def test_ctrl_c_stops_parallel_targets_before_their_next_change(setup, tmp_path):
+    """b waits for another apply's lock while a is applied: Ctrl-C ends the wait, a keeps what it did."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.server import REPO_ROOT
+    from toolchain.client import base_url
+    from toolchain.stack.apply import apply_lock
+
+    _, _, (a, b, _) = setup
+    write_stack(Path("."), {"a": a.url, "b": b.url}, None)
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    with apply_lock(base_url(b.url)), open(tmp_path / "err.txt", "w") as errors:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "toolchain.cli", "apply", "--auto-approve", "--parallel", "2", "--lock-timeout", "120"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=errors, text=True,
+        )
+        seen = []
+        try:
+            for line in proc.stdout:
+                seen.append(line)
+                if line.startswith("waiting for another stack apply against") and b.url in line:
+                    break
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    err = (tmp_path / "err.txt").read_text()
+    assert proc.returncode == 130, (seen, out, err)
+    assert "Interrupted after" in err and "every model is either old or new" in err
+    assert tags(b.url) == {}
+    assert set(tags(a.url)) <= {"notes:latest"}  # a finished its change, or stopped before it

@@ -31,7 +31,7 @@ from toolchain.client import Client
 from toolchain.errors import CorralError
 from toolchain.stack import actual
 from toolchain.stack.plan import Change, Plan
-from toolchain.stack.server_lock import LockedError, server_lock
+from toolchain.stack.server_lock import LockedError, pause, server_lock
 
 Echo = Callable[[str], None]
 #: How a pull is performed: `registry_pull` (from the model's registry), or a fleet's relay between
@@ -65,8 +65,8 @@ def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, saved: bool = 
     """
     result = result if result is not None else ApplyResult(plan.target)
     deadline = time.monotonic() + max(lock_timeout, 0.0)
-    with server_lock(client, timeout=lock_timeout, notify=echo) as held, \
-            apply_lock(client.url, timeout=max(deadline - time.monotonic(), 0.0), notify=echo):
+    with server_lock(client, timeout=lock_timeout, notify=echo, stop=stop) as held, \
+            apply_lock(client.url, timeout=max(deadline - time.monotonic(), 0.0), notify=echo, stop=stop):
         _, now = actual.read(client)
         if now != plan.fingerprint:
             what = "saved plan" if saved else "plan"
@@ -201,11 +201,12 @@ def lock_path(url: str) -> str:
 
 
 @contextlib.contextmanager
-def apply_lock(url: str, timeout: float = 0.0, notify: Optional[Echo] = None) -> Iterator[None]:
+def apply_lock(url: str, timeout: float = 0.0, notify: Optional[Echo] = None,
+               stop: Optional[threading.Event] = None) -> Iterator[None]:
     """Exclusive per-server lock for this machine's users; waits up to `timeout` seconds.
 
     The operating system drops the lock when the holder exits, so a killed apply never
-    leaves a stale lock behind.
+    leaves a stale lock behind. Setting `stop` ends the wait with KeyboardInterrupt.
     """
     import fcntl
 
@@ -229,7 +230,7 @@ def apply_lock(url: str, timeout: float = 0.0, notify: Optional[Echo] = None) ->
                 if notify is not None:
                     notify(f"waiting for another stack apply against {url}{holder} (up to {timeout:g}s) ...")
                     notify = None
-                time.sleep(0.2)
+                pause(0.2, stop)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode())
         try:
