@@ -25,12 +25,13 @@ would, and says so.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence, TextIO
+from typing import Callable, ContextManager, Mapping, Optional, Sequence, TextIO
 from urllib.parse import urlsplit
 
 from toolchain.client import Client
@@ -122,18 +123,21 @@ class Relay:
             return f"{origin.target.name} did not pull it"
         if urlsplit(origin.target.url).path.strip("/"):
             return f"{origin.target.name}'s URL has a path; a registry is reached at a host's root"
-        for name, url, make in ((origin.target.name, origin.target.url, origin.target.client), ("this server", client.url, None)):
-            with self._lock:
-                if url not in self._registry:
-                    if make is None:
-                        self._registry[url] = _registry_problem(client)
-                    else:
-                        with make() as other:
-                            self._registry[url] = _registry_problem(other)
-                problem = self._registry[url]
-            if problem is not None:
-                return f"{name} {problem}"
+        problem = self._probe(origin.target.url, origin.target.client)
+        if problem is not None:
+            return f"{origin.target.name} {problem}"
+        problem = self._probe(client.url, lambda: contextlib.nullcontext(client))
+        if problem is not None:
+            return f"this server {problem}"
         return None
+
+    def _probe(self, url: str, connect: Callable[[], ContextManager[Client]]) -> Optional[str]:
+        """Why the server at `url` cannot serve as a registry (None: it can); asked once per apply."""
+        with self._lock:
+            if url not in self._registry:
+                with connect() as client:
+                    self._registry[url] = _registry_problem(client)
+            return self._registry[url]
 
     def _relay(self, origin: _Origin, change: Change, client: Client, progress: Optional[TextIO]) -> None:
         alias = self._alias(origin, change.model)
