@@ -66,7 +66,7 @@ def test_fsck_finds_every_broken_invariant_and_repair_touches_only_leftovers(tmp
     assert r.returncode == 1
     lines = r.stdout.splitlines()
     assert f"error: blob {system_path.name}: content hashes to sha256:{hashlib.sha256(b'tampered').hexdigest()}" in lines
-    assert any(line.startswith("error: manifest registry.ollama.ai/other/tiny/v2: manifest is not JSON") for line in lines)
+    assert any(line.startswith("error: manifest registry.ollama.ai/other/tiny/v2: invalid manifest: not JSON (JSONDecodeError)") for line in lines)
     assert "leftover: blobs/.tmp-0123456789abcdef" in lines and "note: unexpected file blobs/notes.txt" in lines
     assert lines[-1].endswith("4 leftovers: 2 errors")
 

@@ -15,17 +15,17 @@ import pytest
 
 from server import gojson
 from server.errors import BadRequest, DigestMismatch, InvalidDigest, InvalidName, MissingBlob, ModelNotFound
-from server.store import (
+from server.manifest import (
     MEDIA_CONFIG,
     MEDIA_MODEL,
     MEDIA_PARAMS,
     MEDIA_TEMPLATE,
     Layer,
     Manifest,
-    Store,
+    digest_of,
     normalize_digest,
-    sha256_digest,
 )
+from server.store import Store
 from toolchain.names import Name, parse_name
 
 HEX = "a" * 64
@@ -99,8 +99,8 @@ def test_blob_path_never_leaves_blobs_dir(store):
 
 def test_write_blob_hashes_and_stores(store):
     data = b"hello" * 1000
-    r = store.write_blob([data[:10], data[10:]], expected=sha256_digest(data))
-    assert (r.digest, r.size, r.created) == (sha256_digest(data), len(data), True)
+    r = store.write_blob([data[:10], data[10:]], expected=digest_of(data))
+    assert (r.digest, r.size, r.created) == (digest_of(data), len(data), True)
     assert store.blob_path(r.digest).read_bytes() == data
     assert oct(store.blob_path(r.digest).stat().st_mode & 0o777) == "0o644"
     again = store.write_blob([data])
@@ -112,7 +112,7 @@ def test_digest_mismatch_keeps_nothing(store):
     with pytest.raises(DigestMismatch) as err:
         store.write_blob([b"not what was promised"], expected=f"sha256:{HEX}")
     assert err.value.status == 400
-    assert str(err.value) == f'digest mismatch, expected "sha256:{HEX}", got "{sha256_digest(b"not what was promised")}"'
+    assert str(err.value) == f'digest mismatch, expected "sha256:{HEX}", got "{digest_of(b"not what was promised")}"'
     assert all_files(store) == []
 
 
@@ -320,7 +320,7 @@ def test_noprune_keeps_blobs(tmp_path):
     store = Store(tmp_path, noprune=True)
     a = make_model(store, "a", b"w", b"t")
     store.delete(parse_name("a"))
-    assert all(store.has_blob(d.digest) for d in a.descriptors())
+    assert all(store.has_blob(d.digest) for d in a.blobs())
     assert store.prune(grace_seconds=0) == []
 
 
@@ -376,7 +376,7 @@ def test_concurrent_creates_of_one_name_are_serialised(store):
     assert errors == []
     [entry] = store.list()
     # exactly the blobs of the surviving manifest (plus nothing half-written) remain
-    referenced = {f"sha256-{d.digest[7:]}" for d in entry.manifest.descriptors()}
+    referenced = {f"sha256-{d.digest[7:]}" for d in entry.manifest.blobs()}
     assert {n for n in visible(store) if n.startswith("sha256-")} == referenced
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from server import store_create
 from server.errors import BadRequest
-from server.store import MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store
+from server.manifest import MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE
+from server.store import Store
 from server.store_create import CreateRequest
 from server.store_model import load_model, parameters_text, render_modelfile, show
 from toolchain.format import human_number

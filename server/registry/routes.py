@@ -29,16 +29,17 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
-from server.registry.protocol import (
-    MANIFEST_MEDIA_TYPE,
+from server.errors import DigestMismatch
+from server.manifest import (
     MAX_BLOB_SIZE,
     MAX_MANIFEST_BYTES,
+    MEDIA_MANIFEST,
+    TOO_LARGE,
     ManifestError,
     digest_of,
     is_blob_digest,
-    parse_manifest,
+    parse,
 )
-from server.errors import DigestMismatch
 from server.registry.storage import RegistryStore
 from toolchain.names import DEFAULT_HOST, Name
 
@@ -101,7 +102,7 @@ async def get_manifest(request: Request, namespace: str, model: str, reference: 
         return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
     headers = {"Docker-Content-Digest": digest_of(raw), "Content-Length": str(len(raw))}
     body = b"" if request.method == "HEAD" else raw
-    return Response(body, media_type=MANIFEST_MEDIA_TYPE, headers=headers)
+    return Response(body, media_type=MEDIA_MANIFEST, headers=headers)
 
 
 @router.put("/v2/{namespace}/{model}/manifests/{reference}")
@@ -115,9 +116,9 @@ async def put_manifest(request: Request, namespace: str, model: str, reference: 
         return _error(400, "TAG_INVALID", "a manifest is pushed to a valid tag")
     raw = await _read_body(request, MAX_MANIFEST_BYTES)
     if raw is None:
-        return _error(413, "SIZE_INVALID", f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        return _error(413, "SIZE_INVALID", TOO_LARGE)
     try:
-        manifest = parse_manifest(raw)
+        manifest = parse(raw, strict=True)
     except ManifestError as exc:
         return _error(400, "MANIFEST_INVALID", str(exc))
     store = _store(request)

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Iterator
 
 from server.errors import BlobNotFound, DigestMismatch, ModelNotFound
+from server.manifest import digest_of
 from server.registry.errors import RegistryError
-from server.registry.protocol import digest_of
 from server.store import Store
 from toolchain.names import DEFAULT_HOST, Name
 
