@@ -4,7 +4,7 @@
     manifests/<host>/<namespace>/<model>/<tag>   schemaVersion 2 manifests (Docker v2 JSON)
 
 The only code that touches the store's files. The manifest model and its validation live in
-`server.manifest`; the store reads manifests with its lenient `parse`. Its guarantees:
+`server.manifest`; the store reads manifests with its lenient `parse`. The store's guarantees:
 
 * Paths are derived, never accepted: a blob path comes only from a digest that matched
   `sha256:<64 hex>` (`normalize_digest`), a manifest path only from a valid `Name`; both are checked
@@ -56,6 +56,8 @@ TMP_PREFIX = ".tmp-"
 PRUNE_GRACE_SECONDS = 3600.0
 
 _BLOB_FILE = re.compile(r"sha256-([0-9a-f]{64})")
+#: An interrupted download: ours (`-partial`, see `partial_path`) or Ollama's part states (`-partial-<n>`).
+_PARTIAL_FILE = re.compile(r"sha256-[0-9a-fA-F]{64}-partial(-\d+)?")
 _CHUNK = 1 << 20
 
 
@@ -113,6 +115,11 @@ class Store:
         return path
 
     # -- blobs -----------------------------------------------------------------------------
+
+    def partial_path(self, digest: str) -> Path:
+        """Where a download of blob `digest` collects its bytes until they hashed to it."""
+        path = self.blob_path(digest)
+        return path.with_name(path.name + "-partial")
 
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
@@ -416,16 +423,22 @@ class Store:
         return removed
 
     def cleanup(self, grace_seconds: float = PRUNE_GRACE_SECONDS) -> list[Path]:
-        """Remove temp files left by a crash (older than the grace period, so a concurrent writer's
-        are kept). Nothing else ever reads them."""
+        """Start-up tidying: remove temp files left by a crash and interrupted downloads
+        (`-partial`), each only when untouched for the grace period. Nothing reads either.
+
+        Younger ones are kept: a temp file or a partial may be a write in progress on another
+        server sharing this store (a download writes at least once per read timeout, 60 s, or
+        gives up), and a partial left by a recent crash is resumed by the next pull of its blob.
+        """
         removed = []
         now = time.time()
-        candidates = list(self.blobs_dir.glob(TMP_PREFIX + "*")) + list(
-            self.manifests_dir.glob("*/*/*/" + TMP_PREFIX + "*")
-        )
+        candidates = [*self.blobs_dir.glob(TMP_PREFIX + "*"), *self.manifests_dir.glob("*/*/*/" + TMP_PREFIX + "*")]
+        candidates += [p for p in self.blobs_dir.glob("sha256-*-partial*") if is_partial_download(p.name)]
         for path in candidates:
             with contextlib.suppress(FileNotFoundError):
-                if now - path.stat().st_mtime >= grace_seconds:
+                if path.is_symlink() or not path.is_file():
+                    continue  # never made by the store (an operator's, fsck reports it)
+                if now - path.lstat().st_mtime >= grace_seconds:
                     path.unlink()
                     removed.append(path)
         return removed
@@ -505,6 +518,11 @@ class _StoreLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
+
+
+def is_partial_download(filename: str) -> bool:
+    """A file name in blobs/ of an interrupted download (`cleanup` removes stale ones)."""
+    return _PARTIAL_FILE.fullmatch(filename) is not None
 
 
 def _iter_chunks(source: Iterable[bytes] | IO[bytes]) -> Iterator[bytes]:

@@ -42,6 +42,23 @@ def test_fsck_clean_store(tmp_path, tiny_gguf):
     assert (report["clean"], report["manifests"], report["blobs"], report["errors"]) == (True, 2, 3, [])
 
 
+def test_serve_start_up_removes_stale_partials_and_keeps_fresh_ones(tmp_path, tiny_gguf):
+    models = make_store(tmp_path, tiny_gguf)
+    blobs = models / "blobs"
+    stale = [blobs / ("sha256-" + "c" * 64 + "-partial"), blobs / ("sha256-" + "d" * 64 + "-partial-0")]
+    fresh = blobs / ("sha256-" + "e" * 64 + "-partial")  # a recent crash's download, to be resumed
+    for path in stale + [fresh]:
+        path.write_bytes(b"half")
+    old = time.time() - 7200
+    for path in stale:
+        os.utime(path, (old, old))
+    with start_server(models) as srv:
+        assert ollama.Client(host=srv.url).show("tiny").modelfile  # the store is otherwise untouched
+    assert [p.exists() for p in stale + [fresh]] == [False, False, True]
+    r = stack("fsck", "--models", str(models))
+    assert r.returncode == 0 and f"leftover: blobs/{fresh.name}" in r.stdout.splitlines(), r.stdout
+
+
 def test_fsck_finds_every_broken_invariant_and_repair_touches_only_leftovers(tmp_path, tiny_gguf):
     models = make_store(tmp_path, tiny_gguf)
     blobs = models / "blobs"

@@ -153,6 +153,49 @@ def test_killed_writer_leaves_no_visible_blob(store):
     assert store.cleanup(grace_seconds=0) and all_files(store) == []
 
 
+CLEANUP_CASES = [
+    # file under the store root, age in seconds, removed by cleanup (grace: one hour)
+    ("blobs/.tmp-0123456789abcdef", 7200, True),
+    ("blobs/.tmp-fedcba9876543210", 60, False),  # another server's write in progress
+    ("manifests/registry.ollama.ai/library/m/.tmp-00000000aaaaaaaa", 7200, True),
+    (f"blobs/sha256-{HEX}-partial", 7200, True),
+    (f"blobs/sha256-{'b' * 64}-partial", 60, False),  # resumed by the next pull, or being written
+    (f"blobs/sha256-{'c' * 64}-partial-3", 7200, True),  # Ollama's part state
+    (f"blobs/sha256-{'D' * 64}-partial", 7200, True),
+    ("blobs/sha256-abc-partial", 7200, False),  # not a download of ours: left for fsck to report
+    (f"blobs/sha256-{HEX}-partial.bak", 7200, False),
+    ("blobs/notes.txt", 7200, False),
+]
+
+
+def test_cleanup_removes_only_stale_leftovers(store):
+    now = time.time()
+    for rel, age, _ in CLEANUP_CASES:
+        path = store.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+        os.utime(path, (now - age, now - age))
+    kept = store.put_bytes(b"a blob")
+    old = now - 7200
+    os.utime(store.blob_path(kept.digest), (old, old))
+    removed = store.cleanup()
+    assert sorted(str(p.relative_to(store.root)) for p in removed) == sorted(rel for rel, _, gone in CLEANUP_CASES if gone)
+    for rel, _, gone in CLEANUP_CASES:
+        assert (store.root / rel).exists() != gone, rel
+    assert store.has_blob(kept.digest)
+
+
+def test_cleanup_leaves_a_symlinked_partial_alone(store, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"x")
+    link = store.blobs_dir / f"sha256-{HEX}-partial"
+    link.symlink_to(target)
+    old = time.time() - 7200
+    os.utime(link, (old, old), follow_symlinks=False)
+    assert store.cleanup() == []
+    assert link.is_symlink() and target.exists()
+
+
 # -- manifests -------------------------------------------------------------------------------
 
 def test_manifest_written_like_ollama(store):

@@ -6,11 +6,11 @@ through `Store.write_blob(..., expected=digest)` (hashed while written, renamed 
 place only if it matches) and a manifest only through `Store.write_manifest` with the
 bytes exactly as received (which also refuses a manifest whose blobs are missing).
 
-What the Store has no notion of lives here, next to its files:
+The files the Store does not write, only names or tidies, are written here:
 
-* ``blobs/sha256-<hex>-partial``: an interrupted download, kept so the next attempt
-  resumes it with ``Range`` (Ollama's name; the Store's listing, prune and cleanup
-  ignore it because it is not a ``sha256-<hex>`` name nor a ``.tmp-`` file);
+* ``blobs/sha256-<hex>-partial`` (`Store.partial_path`): an interrupted download, kept so
+  the next attempt resumes it with ``Range`` (Ollama's name; the Store's listing and prune
+  ignore it, its start-up `cleanup` removes it once untouched for an hour);
 * ``blobs/.uploads/<session>``: the bytes of a push this server is receiving.
 
 Two ways in for a finished file:
@@ -57,8 +57,7 @@ class RegistryStore:
             return None
 
     def partial_path(self, digest: str) -> Path:
-        path = self.store.blob_path(digest)
-        return path.with_name(path.name + "-partial")
+        return self.store.partial_path(digest)
 
     def uploads_dir(self) -> Path:
         path = self.store.blobs_dir / ".uploads"
