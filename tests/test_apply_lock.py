@@ -176,7 +176,7 @@ def test_acquire_conflict_renew_release(clean):
     ({"owner": "a", "ttl": 0}, "ttl"),
     ({"owner": "a", "ttl": 3601}, "ttl"),
     ([1], "JSON object"),
-    ("not json", "not JSON"),
+    ("not json", "invalid JSON in request body"),
 ])
 def test_bad_bodies_name_the_field(clean, body, field):
     kw = {"content": body} if isinstance(body, str) else {"json": body}

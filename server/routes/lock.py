@@ -18,7 +18,6 @@ naming the field.
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
@@ -27,6 +26,8 @@ from typing import Any, Callable, Optional
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from server.api_types import json_object
 
 PATH = "/api/corral/lock"
 MIN_TTL, MAX_TTL = 1, 3600
@@ -108,19 +109,6 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def _body(request: Request) -> dict[str, Any] | JSONResponse:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return _error(400, "invalid request body: not JSON")
-    if not isinstance(body, dict):
-        return _error(400, "invalid request body: expected a JSON object")
-    return body
-
-
 def _ttl(body: dict[str, Any], required: bool) -> float | None | JSONResponse:
     ttl = body.get("ttl")
     if ttl is None:
@@ -142,9 +130,7 @@ async def show(request: Request) -> JSONResponse:
 
 @router.post(PATH)
 async def acquire(request: Request) -> JSONResponse:
-    body = await _body(request)
-    if isinstance(body, JSONResponse):
-        return body
+    body = json_object(await request.body())
     owner = body.get("owner")
     if not isinstance(owner, str) or not owner.strip():
         return _error(400, "owner is required (who takes the lock, shown to others)")
@@ -163,9 +149,7 @@ async def acquire(request: Request) -> JSONResponse:
 
 @router.put(PATH + "/{lease_id}")
 async def renew(lease_id: str, request: Request) -> JSONResponse:
-    body = await _body(request)
-    if isinstance(body, JSONResponse):
-        return body
+    body = json_object(await request.body())
     ttl = _ttl(body, required=False)
     if isinstance(ttl, JSONResponse):
         return ttl
