@@ -229,6 +229,23 @@ def _disk_full() -> JSONResponse:
     return _error(507, "DISK_FULL", "no space left on device")
 
 
+async def _finish(
+    request: Request, store: RegistryStore, path: Path, digest: str, namespace: str, model: str
+) -> Response:
+    """Append the last bytes (the request body) to session `path` and commit it as blob `digest`;
+    the session is gone afterwards unless the disk was full mid-append."""
+    if not is_blob_digest(digest):
+        path.unlink(missing_ok=True)
+        return _error(400, "DIGEST_INVALID", "invalid digest format")
+    try:
+        if await _append(request, path) is None:
+            path.unlink(missing_ok=True)
+            return _error(413, "SIZE_INVALID", "blob too large")
+    except _DiskFull:
+        return _disk_full()
+    return await _commit(store, path, digest, namespace, model)
+
+
 async def _commit(store: RegistryStore, staged: Path, digest: str, namespace: str, model: str) -> Response:
     try:
         await asyncio.to_thread(store.adopt_blob, staged, digest)
@@ -238,10 +255,12 @@ async def _commit(store: RegistryStore, staged: Path, digest: str, namespace: st
         raise
     except DigestMismatch as exc:
         return _error(400, "DIGEST_INVALID", f"provided digest {digest} did not match uploaded content {exc.got}")
-    return Response(
-        status_code=201,
-        headers={"Location": f"/v2/{namespace}/{model}/blobs/{digest}", "Docker-Content-Digest": digest},
-    )
+    return _blob_created(namespace, model, digest)
+
+
+def _blob_created(namespace: str, model: str, digest: str) -> Response:
+    headers = {"Location": f"/v2/{namespace}/{model}/blobs/{digest}", "Docker-Content-Digest": digest}
+    return Response(status_code=201, headers=headers)
 
 
 @router.post("/v2/{namespace}/{model}/blobs/uploads/")
@@ -253,10 +272,7 @@ async def start_upload(request: Request, namespace: str, model: str) -> Response
     store = _store(request)
     mount = request.query_params.get("mount")
     if mount is not None and is_blob_digest(mount) and store.blob_size(mount) is not None:
-        return Response(
-            status_code=201,
-            headers={"Location": f"/v2/{namespace}/{model}/blobs/{mount}", "Docker-Content-Digest": mount},
-        )
+        return _blob_created(namespace, model, mount)
     directory = store.uploads_dir()
     if await asyncio.to_thread(_expire_sessions, directory) >= MAX_UPLOAD_SESSIONS:
         return _error(429, "TOOMANYREQUESTS", "too many uploads in progress")
@@ -265,16 +281,7 @@ async def start_upload(request: Request, namespace: str, model: str) -> Response
     path.touch()
     digest = request.query_params.get("digest")
     if digest is not None:  # monolithic upload: POST ?digest= with the whole blob as body
-        if not is_blob_digest(digest):
-            path.unlink()
-            return _error(400, "DIGEST_INVALID", "invalid digest format")
-        try:
-            if await _append(request, path) is None:
-                path.unlink()
-                return _error(413, "SIZE_INVALID", "blob too large")
-        except _DiskFull:
-            return _disk_full()
-        return await _commit(store, path, digest, namespace, model)
+        return await _finish(request, store, path, digest, namespace, model)
     return Response(status_code=202, headers=_session_headers(request, namespace, model, session, 0))
 
 
@@ -309,17 +316,7 @@ async def finish_upload(request: Request, namespace: str, model: str, session: s
     path = _session_path(store, session)
     if path is None or not path.is_file():
         return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
-    digest = request.query_params.get("digest", "")
-    if not is_blob_digest(digest):
-        path.unlink(missing_ok=True)
-        return _error(400, "DIGEST_INVALID", "invalid digest format")
-    try:
-        if await _append(request, path) is None:
-            path.unlink(missing_ok=True)
-            return _error(413, "SIZE_INVALID", "blob too large")
-    except _DiskFull:
-        return _disk_full()
-    return await _commit(store, path, digest, namespace, model)
+    return await _finish(request, store, path, request.query_params.get("digest", ""), namespace, model)
 
 
 @router.get("/v2/{namespace}/{model}/blobs/uploads/{session}")
