@@ -14,13 +14,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 
 from server.routes.lock import ApplyLock
 from tests.support.faultproxy import FaultProxy, Hold, Respond
+from tests.support.project import remove_models, write_files
 from tests.support.server import REPO_ROOT, ServerProcess, start_server
 from toolchain import keys as kf
 from toolchain.cli import main
@@ -48,27 +48,18 @@ FILES = {
 LOCK = "/api/corral/lock"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    with start_server() as srv:
-        yield srv
-
-
 @pytest.fixture
-def clean(server):
+def clean(shared_stack_server):
     """An empty, unlocked server for each test."""
-    with Client(server.url) as c:
-        for m in c.tags():
-            c.delete(m["name"])
+    remove_models(shared_stack_server.url)
+    with Client(shared_stack_server.url) as c:
         assert c.lock_holder() == {"locked": False}
-    return server
+    return shared_stack_server
 
 
 def workdir(path: Path, url: str, tiny: Path, owner: str) -> tuple[Path, dict[str, str]]:
     """A stack in its own folder, and the environment of an apply run from it (own lock-file folder)."""
-    path.mkdir(parents=True, exist_ok=True)
-    for name, text in FILES.items():
-        (path / name).write_text(text)
+    write_files(path, FILES)
     pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath, "CORRAL_URL": url,
            "TINY_GGUF": str(tiny), "CORRAL_LOCK_DIR": str(path), "CORRAL_LOCK_OWNER": owner}

@@ -15,7 +15,7 @@ from pathlib import Path
 import git
 import pytest
 
-from tests.support.server import start_server
+from tests.support.project import enter, remove_models, write_files
 from tests.support.tiny_gguf import write_tiny_llama
 from toolchain.cli import main
 from toolchain.client import Client, base_url
@@ -47,9 +47,8 @@ REVIEW_MF = "FROM base\nSYSTEM You review code.\nPARAMETER num_ctx 4096\nPARAMET
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with start_server(tmp_path_factory.mktemp("models")) as srv:
-        yield srv
+def server(shared_stack_server):
+    return shared_stack_server
 
 
 @pytest.fixture
@@ -58,18 +57,11 @@ def repo(tmp_path, tiny_gguf, server, monkeypatch):
     r.config_writer().set_value("user", "name", "t").set_value("user", "email", "t@example.com").release()
     files = {"stacks/stack.yaml": STACK, "modelfiles/base.Modelfile": BASE_MF,
              "modelfiles/support-bot.Modelfile": BOT_MF, "modelfiles/code-review.Modelfile": REVIEW_MF}
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
+    write_files(tmp_path, files)
     r.index.add(list(files))
     r.index.commit("stack")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CORRAL_URL", server.url)
-    monkeypatch.setenv("TINY_GGUF", str(tiny_gguf))
-    monkeypatch.setenv("CORRAL_LOCK_DIR", str(tmp_path))
-    with Client(server.url) as c:  # a clean server for every test
-        for m in c.tags():
-            c.delete(m["name"])
+    enter(tmp_path, monkeypatch, CORRAL_URL=server.url, TINY_GGUF=str(tiny_gguf))
+    remove_models(server.url)  # a clean server for every test
     return r
 
 

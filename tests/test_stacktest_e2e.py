@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.project import enter, remove_models, write_files
 from tests.support.server import REPO_ROOT, start_server
 from toolchain.cli import main
 from toolchain.client import Client
@@ -53,26 +54,17 @@ bot:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with start_server(tmp_path_factory.mktemp("models")) as srv:
-        yield srv
+def server(shared_stack_server):
+    return shared_stack_server
 
 
 @pytest.fixture
 def repo(tmp_path, tiny_gguf, server, monkeypatch):
     (tmp_path / ".git").mkdir()
-    files = {"stacks/stack.yaml": STACK, "stacks/tests/bot.yaml": TESTS,
-             "modelfiles/base.Modelfile": BASE_MF, "modelfiles/bot.Modelfile": BOT_MF}
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CORRAL_URL", server.url)
-    monkeypatch.setenv("TINY_GGUF", str(tiny_gguf))
-    monkeypatch.setenv("CORRAL_LOCK_DIR", str(tmp_path))
-    with Client(server.url) as c:  # a clean server for every test
-        for m in c.tags():
-            c.delete(m["name"])
+    write_files(tmp_path, {"stacks/stack.yaml": STACK, "stacks/tests/bot.yaml": TESTS,
+                           "modelfiles/base.Modelfile": BASE_MF, "modelfiles/bot.Modelfile": BOT_MF})
+    enter(tmp_path, monkeypatch, CORRAL_URL=server.url, TINY_GGUF=str(tiny_gguf))
+    remove_models(server.url)  # a clean server for every test
     assert main(["apply", "-f", "stacks/stack.yaml", "--auto-approve"]) == 0
     return tmp_path
 
@@ -289,12 +281,8 @@ def test_server_dying_mid_run_makes_the_remaining_tests_errors(tmp_path, tiny_gg
              "stacks/tests/bot.yaml": "bot:\n" + "".join(
                  f"  - name: long{i}\n    prompt: story {i}\n    options: {{num_predict: 4000, num_ctx: 8192}}\n"
                  for i in range(30))}
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TINY_GGUF", str(tiny_gguf))
-    monkeypatch.setenv("CORRAL_LOCK_DIR", str(tmp_path))
+    write_files(tmp_path, files)
+    enter(tmp_path, monkeypatch, TINY_GGUF=str(tiny_gguf))
     srv = start_server(tmp_path / "models")
     try:
         monkeypatch.setenv("CORRAL_URL", srv.url)
