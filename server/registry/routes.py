@@ -170,10 +170,16 @@ async def get_blob(request: Request, namespace: str, model: str, digest: str) ->
 
 
 def _session_path(store: RegistryStore, session: str) -> Path | None:
+    """The file of an open upload session; None for an unknown (or malformed) session id."""
     try:
-        return store.uploads_dir() / uuid.UUID(hex=session).hex
+        path = store.uploads_dir() / uuid.UUID(hex=session).hex
     except ValueError:
         return None
+    return path if path.is_file() else None
+
+
+def _unknown_upload() -> JSONResponse:
+    return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
 
 
 def _expire_sessions(directory: Path) -> int:
@@ -290,8 +296,8 @@ async def patch_upload(request: Request, namespace: str, model: str, session: st
     if not _push_enabled(request):
         return _push_denied()
     path = _session_path(_store(request), session)
-    if path is None or not path.is_file():
-        return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
+    if path is None:
+        return _unknown_upload()
     size = path.stat().st_size
     content_range = request.headers.get("content-range")
     if content_range:
@@ -314,16 +320,16 @@ async def finish_upload(request: Request, namespace: str, model: str, session: s
         return _push_denied()
     store = _store(request)
     path = _session_path(store, session)
-    if path is None or not path.is_file():
-        return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
+    if path is None:
+        return _unknown_upload()
     return await _finish(request, store, path, request.query_params.get("digest", ""), namespace, model)
 
 
 @router.get("/v2/{namespace}/{model}/blobs/uploads/{session}")
 async def upload_status(request: Request, namespace: str, model: str, session: str) -> Response:
     path = _session_path(_store(request), session)
-    if path is None or not path.is_file():
-        return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
+    if path is None:
+        return _unknown_upload()
     return Response(status_code=204, headers=_session_headers(request, namespace, model, session, path.stat().st_size))
 
 
@@ -332,7 +338,7 @@ async def cancel_upload(request: Request, namespace: str, model: str, session: s
     if not _push_enabled(request):
         return _push_denied()
     path = _session_path(_store(request), session)
-    if path is None or not path.is_file():
-        return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
+    if path is None:
+        return _unknown_upload()
     path.unlink(missing_ok=True)
     return Response(status_code=204)
