@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.routes.lock import ApplyLock
+from server.routes.lock import LOCK_FILE, ApplyLock, Lease
 from tests.support.faultproxy import FaultProxy, Hold, Respond
 from tests.support.project import remove_models, write_files
 from tests.support.server import REPO_ROOT, ServerProcess, start_server
@@ -107,23 +107,65 @@ def held_create(server: ServerProcess) -> tuple[FaultProxy, threading.Event]:
     return proxy, release
 
 
-# -- the lease, as pure logic (a clock the test moves) ------------------------------------------------
+# -- the lease, as logic (a clock the test moves) over its file --------------------------------------
 
 
-def test_lease_table():
+def test_lease_table(tmp_path):
     now = [1000.0]
-    lock = ApplyLock(clock=lambda: now[0])
+    lock = ApplyLock(tmp_path / LOCK_FILE, clock=lambda: now[0])
     lease, held = lock.acquire("alice", 10)
     assert lease is not None and held is None and lease.expires == 1010.0
     assert lock.acquire("bob", 10) == (None, lease)
     now[0] = 1009.0
-    assert lock.renew(lease.id, None) is lease and lease.expires == 1019.0  # renewal restarts the TTL
+    renewed = lock.renew(lease.id, None)  # renewal restarts the TTL
+    assert renewed == Lease(lease.id, "alice", 1000.0, 1019.0, 10) and lock.holder() == renewed
     assert lock.renew("not-the-id", 5) is None and lock.release("not-the-id") is False
     now[0] = 1019.0  # expired: as if released
     assert lock.holder() is None and lock.renew(lease.id, 10) is None
     bob, _ = lock.acquire("bob", 5)
     assert bob is not None and bob.id != lease.id
     assert lock.release(bob.id) is True and lock.holder() is None
+
+
+def test_the_lease_is_shared_through_its_file(tmp_path):
+    """Two servers on one store (or one server before and after a restart) see one lease."""
+    path = tmp_path / LOCK_FILE
+    first, second = ApplyLock(path), ApplyLock(path)
+    lease, _ = first.acquire("alice", 60)
+    assert lease is not None and second.acquire("bob", 60) == (None, lease)
+    assert second.renew(lease.id, 120) is not None and first.holder().ttl == 120
+    assert oct(path.stat().st_mode & 0o777) == "0o600"  # the file holds the lease id
+    assert second.release(lease.id) and first.holder() is None
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"{", b"[]", b'{"id": "x"}', b"null",
+    b'{"id": 1, "owner": "a", "since": 0, "expires": 9e18, "ttl": 60}',
+    b'{"id": "x", "owner": "a", "since": 0, "expires": true, "ttl": 60}',
+    b'{"id": "x", "owner": "a", "since": 0, "expires": 1, "ttl": 60}',  # expired long ago
+    b'{"id": "x", "owner": "a", "since": 0, "expires": 9e18, "ttl": 60, "extra": 1}',
+    b"[" * 100_000,
+])
+def test_an_unreadable_or_expired_lock_file_is_no_lock(tmp_path, content):
+    path = tmp_path / LOCK_FILE
+    path.write_bytes(content)
+    lock = ApplyLock(path)
+    assert lock.holder() is None
+    lease, _ = lock.acquire("alice", 60)
+    assert lease is not None and ApplyLock(path).holder() == lease
+
+
+def test_a_lease_survives_a_server_restart(tmp_path):
+    models = tmp_path / "models"
+    with start_server(models) as srv:
+        lease = httpx.post(srv.url + LOCK, json={"owner": "alice@ci", "ttl": 60}).json()
+    with start_server(models) as srv:
+        shown = httpx.get(srv.url + LOCK).json()
+        assert shown == {"locked": True, "owner": "alice@ci", "since": lease["since"], "expires_at": lease["expires_at"]}
+        assert httpx.post(srv.url + LOCK, json={"owner": "bob", "ttl": 60}).status_code == 409
+        assert httpx.put(f"{srv.url}{LOCK}/{lease['id']}", json={}).status_code == 200  # the apply goes on
+        assert httpx.delete(f"{srv.url}{LOCK}/{lease['id']}").status_code == 200
+        assert httpx.get(srv.url + LOCK).json() == {"locked": False}
 
 
 def test_fallback_decision_on_the_lock_route():
