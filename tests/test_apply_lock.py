@@ -8,20 +8,20 @@ and stands in for a server without the lock route (it answers 404 there, as a re
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
+from typing import ContextManager
 
 import httpx
 import pytest
 
 from server.routes.lock import LOCK_FILE, ApplyLock, Lease
 from tests.support.faultproxy import FaultProxy, Hold, Respond
+from tests.support.cli import finish, read_until, stack_process
 from tests.support.project import remove_models, write_files
-from tests.support.server import REPO_ROOT, ServerProcess, start_server
+from tests.support.server import ServerProcess, start_server
 from toolchain import keys as kf
 from toolchain.cli import main
 from toolchain.client import Client, base_url
@@ -60,36 +60,12 @@ def clean(shared_stack_server):
 def workdir(path: Path, url: str, tiny: Path, owner: str) -> tuple[Path, dict[str, str]]:
     """A stack in its own folder, and the environment of an apply run from it (own lock-file folder)."""
     write_files(path, FILES)
-    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath, "CORRAL_URL": url,
-           "TINY_GGUF": str(tiny), "CORRAL_LOCK_DIR": str(path), "CORRAL_LOCK_OWNER": owner}
+    env = {"CORRAL_URL": url, "TINY_GGUF": str(tiny), "CORRAL_LOCK_DIR": str(path), "CORRAL_LOCK_OWNER": owner}
     return path, env
 
 
-def start_apply(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "toolchain.cli", "apply", "--auto-approve", *args],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
-def read_until(proc: subprocess.Popen, start: str) -> list[str]:
-    """stdout lines up to and including the first that starts with `start` (or all, if it ends first)."""
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith(start):
-            break
-    return seen
-
-
-def finish(proc: subprocess.Popen) -> tuple[str, str]:
-    try:
-        return proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def applying(cwd: Path, env: dict[str, str], *args: str) -> ContextManager[subprocess.Popen]:
+    return stack_process("apply", "--auto-approve", *args, cwd=cwd, env=env)
 
 
 def in_dir(path: Path, env: dict[str, str], monkeypatch, *args: str) -> int:
@@ -268,17 +244,17 @@ def test_second_concurrent_apply_fails_naming_the_holder(clean, tmp_path, tiny_g
     with proxy:
         one, env_one = workdir(tmp_path / "one", f"http://{proxy.host}", tiny_gguf, "first-apply@ci")
         two, env_two = workdir(tmp_path / "two", clean.url, tiny_gguf, "second-apply@laptop")
-        first = start_apply(one, env_one)
-        try:
-            seen = read_until(first, "[local] 1/2 creating base:latest")
-            assert seen[-1].startswith("[local] 1/2 creating"), seen  # the first apply holds the lock now
-            assert in_dir(two, env_two, monkeypatch) == 1
-            err = capsys.readouterr().err
-            assert f"another stack apply is running against {clean.url}: locked by first-apply@ci since" in err
-            assert "wait for it to finish" in err
-        finally:
-            release.set()
-        out, err = finish(first)
+        with applying(one, env_one) as first:
+            try:
+                seen = read_until(first, "[local] 1/2 creating base:latest")
+                assert seen[-1].startswith("[local] 1/2 creating"), seen  # the first apply holds the lock now
+                assert in_dir(two, env_two, monkeypatch) == 1
+                err = capsys.readouterr().err
+                assert f"another stack apply is running against {clean.url}: locked by first-apply@ci since" in err
+                assert "wait for it to finish" in err
+            finally:
+                release.set()
+            out, err = finish(first)
     assert first.returncode == 0, (out, err)
     assert "Apply complete: 2 of 2 change(s) made." in out
     with Client(clean.url) as c:
@@ -291,13 +267,13 @@ def test_an_apply_waits_for_the_lock_then_runs(clean, tmp_path, tiny_gguf):
     path, env = workdir(tmp_path / "w", clean.url, tiny_gguf, "waiter")
     with Client(clean.url) as other:  # another machine's apply holds the lock
         lease = other.lock_acquire("ci-runner-7", 60)
-        proc = start_apply(path, env, "--lock-timeout", "120")
-        try:
-            seen = read_until(proc, "waiting for another stack apply against")
-            assert "locked by ci-runner-7 since" in seen[-1], seen
-        finally:
-            other.lock_release(lease["id"])
-        out, err = finish(proc)
+        with applying(path, env, "--lock-timeout", "120") as proc:
+            try:
+                seen = read_until(proc, "waiting for another stack apply against")
+                assert "locked by ci-runner-7 since" in seen[-1], seen
+            finally:
+                other.lock_release(lease["id"])
+            out, err = finish(proc)
     assert proc.returncode == 0, (out, err)
     assert "Apply complete: 2 of 2 change(s) made." in out
 
@@ -315,15 +291,15 @@ def test_the_lock_is_released_on_ctrl_c(clean, tmp_path, tiny_gguf):
     proxy, release = held_create(clean)
     with proxy:
         path, env = workdir(tmp_path / "c", f"http://{proxy.host}", tiny_gguf, "interrupted")
-        proc = start_apply(path, env)
-        try:
-            seen = read_until(proc, "[local] 1/2 creating")
-            with Client(clean.url) as c:
-                assert c.lock_holder()["owner"] == "interrupted", seen
-            proc.send_signal(signal.SIGINT)
-            out, err = finish(proc)
-        finally:
-            release.set()
+        with applying(path, env) as proc:
+            try:
+                seen = read_until(proc, "[local] 1/2 creating")
+                with Client(clean.url) as c:
+                    assert c.lock_holder()["owner"] == "interrupted", seen
+                proc.send_signal(signal.SIGINT)
+                out, err = finish(proc)
+            finally:
+                release.set()
     assert proc.returncode == 130, (out, err)
     with Client(clean.url) as c:
         assert c.lock_holder() == {"locked": False}

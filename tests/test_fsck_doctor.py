@@ -6,20 +6,18 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import ollama
 
-from tests.support.server import REPO_ROOT, free_port, start_server
+from tests.support.cli import run_stack
+from tests.support.server import free_port, start_server
 from toolchain import keys as kf
 
 
 def stack(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if k != "CORRAL_TOKEN"}
-    return subprocess.run([sys.executable, "-m", "toolchain.cli", *args], cwd=REPO_ROOT, env={**full, **(env or {})},
-                          capture_output=True, text=True, timeout=120)
+    return run_stack(*args, env=env)
 
 
 def make_store(tmp_path: Path, tiny_gguf: Path) -> Path:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import git
 import pytest
 
+from tests.support.cli import finish, read_until, stack_process
 from tests.support.project import enter, remove_models, write_files
 from tests.support.tiny_gguf import write_tiny_llama
 from toolchain.cli import main
@@ -231,31 +234,12 @@ def test_markdown_plan_for_a_pull_request(repo, server, capsys):
 
 
 def test_ctrl_c_while_waiting_for_the_lock(repo, server, tmp_path):
-    import signal
-    import subprocess
-    import sys
-
-    from tests.support.server import REPO_ROOT
-
-    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
-    with apply_lock(base_url(server.url)), open(tmp_path / "err.txt", "w") as errors:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "toolchain.cli", "apply", "-f", "stacks/stack.yaml", "--auto-approve", "--lock-timeout", "120"],
-            cwd=repo.working_tree_dir, env=env, stdout=subprocess.PIPE, stderr=errors, text=True,
-        )
-        seen = []
-        try:
-            for line in proc.stdout:
-                seen.append(line)
-                if line.startswith("waiting for another stack apply against"):
-                    break
-            proc.send_signal(signal.SIGINT)
-            out, _ = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    args = ["apply", "-f", "stacks/stack.yaml", "--auto-approve", "--lock-timeout", "120"]
+    with apply_lock(base_url(server.url)), open(tmp_path / "err.txt", "w") as errors, \
+            stack_process(*args, cwd=repo.working_tree_dir, stderr=errors) as proc:
+        seen = read_until(proc, "waiting for another stack apply against")
+        proc.send_signal(signal.SIGINT)
+        out, _ = finish(proc, timeout=60)
     err = (tmp_path / "err.txt").read_text()
     assert proc.returncode == 130, (seen, err)
     assert "Interrupted after 0 change(s); every model is either old or new." in err, (out, err)
@@ -289,28 +273,14 @@ def test_saved_plan_with_a_missing_weights_file(repo, server, tmp_path, tiny_ggu
 @pytest.mark.e2e
 def test_ctrl_c_during_an_upload_leaves_every_model_old_or_new(repo, server, gemma_gguf, capsys, monkeypatch):
     """Interrupt while the real Gemma weights (~250 MB) are being uploaded, then converge."""
-    import signal
-    import subprocess
-    import sys
-
-    from tests.support.server import REPO_ROOT
-
-    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, "TINY_GGUF": str(gemma_gguf)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "toolchain.cli", "apply", "-f", "stacks/stack.yaml", "--auto-approve"],
-        cwd=repo.working_tree_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
+    args = ["apply", "-f", "stacks/stack.yaml", "--auto-approve"]
+    with stack_process(*args, cwd=repo.working_tree_dir, env={"TINY_GGUF": str(gemma_gguf)},
+                       stderr=subprocess.STDOUT) as proc:
         for line in proc.stdout:
             if line.strip().startswith("uploading "):
                 proc.send_signal(signal.SIGINT)
                 break
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out, _ = finish(proc)
     assert proc.returncode == 130, out
     assert "Interrupted after" in out and "every model is either old or new" in out
     with Client(server.url) as c:

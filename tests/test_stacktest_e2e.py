@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import finish, stack_process
 from tests.support.project import enter, remove_models, write_files
-from tests.support.server import REPO_ROOT, start_server
+from tests.support.server import start_server
 from toolchain.cli import main
 from toolchain.client import Client
 
@@ -239,10 +238,7 @@ def test_sigterm_during_plan_still_removes_scratch(repo, server):
     add_test(repo, "".join(f"  - name: long{i}\n    prompt: story {i}\n    options: {{num_predict: 4000, num_ctx: 8192}}\n"
                            for i in range(30)))
     (repo / "modelfiles/bot.Modelfile").write_text("FROM base\nSYSTEM Changed.\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "toolchain.cli", "test", "-f", "stacks/stack.yaml", "--plan"],
-                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with stack_process("test", "-f", "stacks/stack.yaml", "--plan", cwd=repo) as proc:
         for _ in range(600):  # wait (bounded) for the scratch model to exist
             if any(name.startswith("corral.invalid/") for name in tags(server)) or proc.poll() is not None:
                 break
@@ -250,11 +246,7 @@ def test_sigterm_during_plan_still_removes_scratch(repo, server):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.5)  # let the tests start
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _, err = finish(proc)
     assert proc.returncode == 130, err
     assert tags(server) == ["base:latest", "bot:latest"]
 
@@ -289,11 +281,8 @@ def test_server_dying_mid_run_makes_the_remaining_tests_errors(tmp_path, tiny_gg
         assert main(["apply", "-f", "stacks/stack.yaml", "--auto-approve"]) == 0
         if plan:
             (tmp_path / "modelfiles/bot.Modelfile").write_text("FROM base\nSYSTEM Changed.\n")
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        proc = subprocess.Popen([sys.executable, "-m", "toolchain.cli", "test", "-f", "stacks/stack.yaml", "--format", "json"]
-                                + (["--plan"] if plan else []),
-                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
+        args = ["test", "-f", "stacks/stack.yaml", "--format", "json", *(["--plan"] if plan else [])]
+        with stack_process(*args, cwd=tmp_path) as proc:
             with Client(srv.url) as c:
                 for _ in range(600):  # wait (bounded) until the tests are answering
                     if c.ps() or proc.poll() is not None:
@@ -302,11 +291,7 @@ def test_server_dying_mid_run_makes_the_remaining_tests_errors(tmp_path, tiny_gg
             assert proc.poll() is None
             os.kill(srv.proc.pid, signal.SIGKILL)
             srv.proc.wait(timeout=30)
-            out, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            out, err = finish(proc)
     finally:
         srv.stop()
     assert proc.returncode == 2, err
