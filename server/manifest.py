@@ -25,6 +25,7 @@ from typing import Any
 
 from server import gojson
 from server.errors import InvalidDigest
+from toolchain.digests import digest_of
 
 __all__ = [
     "MEDIA_MANIFEST",
@@ -95,10 +96,6 @@ def normalize_digest(digest: str) -> str:
 def is_blob_digest(s: object) -> bool:
     """True for ``sha256:`` + 64 lower-case hex, the only digest form accepted on the wire."""
     return isinstance(s, str) and _WIRE_DIGEST.fullmatch(s) is not None
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from server.errors import (
     ServerError,
 )
 from server.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, normalize_digest, parse
+from toolchain.digests import file_digest
 from toolchain.names import Name
 
 TMP_PREFIX = ".tmp-"
@@ -178,7 +179,7 @@ class Store:
             _fsync_file(f)
             os.chmod(tmp_path, 0o644)
             os.replace(tmp_path, final)
-            _fsync_dir(self.blobs_dir)
+            fsync_dir(self.blobs_dir)
         return BlobResult(digest, size, True)
 
     def put_bytes(self, data: bytes) -> BlobResult:
@@ -275,7 +276,7 @@ class Store:
                 _fsync_file(f)
                 os.chmod(tmp_path, 0o644)
                 os.replace(tmp_path, path)
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
             if old is not None:
                 self._prune_layers(old)
         return dataclasses.replace(parsed, mtime=path.stat().st_mtime)
@@ -312,7 +313,7 @@ class Store:
             manifest = self.read_manifest(name)
             path = self.manifest_path(name)
             path.unlink()
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             self._prune_dirs(path.parent)
             self._prune_layers(manifest)
         return manifest
@@ -338,12 +339,9 @@ class Store:
                 m = _BLOB_FILE.fullmatch(path.name)
                 if m is None or not path.is_file():
                     continue
-                h = hashlib.sha256()
-                with open(path, "rb") as f:
-                    for chunk in iter(lambda: f.read(_CHUNK), b""):
-                        h.update(chunk)
-                if h.hexdigest() != m.group(1):
-                    problems.append(f"blob {path.name}: content hashes to sha256:{h.hexdigest()}")
+                actual = file_digest(path)
+                if actual != "sha256:" + m.group(1):
+                    problems.append(f"blob {path.name}: content hashes to {actual}")
         return problems
 
     # -- locking ------------------------------------------------------------------------------
@@ -464,7 +462,7 @@ class Store:
             directory = directory.parent
         for d in reversed(missing):
             d.mkdir(exist_ok=True)
-            _fsync_dir(d.parent)
+            fsync_dir(d.parent)
 
     @staticmethod
     def _read_quiet(path: Path) -> Manifest | None:
@@ -557,7 +555,8 @@ def _fsync_file(f: BinaryIO) -> None:
     os.fsync(f.fileno())
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or an unlink in `directory` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -26,7 +26,6 @@ Two ways in for a finished file:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Iterator
@@ -34,7 +33,8 @@ from typing import Iterator
 from server.errors import BlobNotFound, DigestMismatch, ModelNotFound
 from server.manifest import digest_of
 from server.registry.errors import RegistryError
-from server.store import Store
+from server.store import Store, fsync_dir
+from toolchain.digests import file_digest
 from toolchain.names import DEFAULT_HOST, Name
 
 __all__ = ["RegistryStore"]
@@ -80,11 +80,7 @@ class RegistryStore:
         otherwise); `partial` is gone afterwards either way. Blocking: call in a thread."""
         target = self.store.blob_path(digest)
         try:
-            h = hashlib.sha256()
-            with partial.open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-            actual = "sha256:" + h.hexdigest()
+            actual = file_digest(partial)
             if actual != digest:
                 raise DigestMismatch(digest, actual)
             if not target.is_file():
@@ -92,11 +88,7 @@ class RegistryStore:
                     os.fsync(f.fileno())
                 os.chmod(partial, 0o644)
                 os.replace(partial, target)
-                fd = os.open(target.parent, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fsync_dir(target.parent)
         finally:
             partial.unlink(missing_ok=True)
 
