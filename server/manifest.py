@@ -176,19 +176,16 @@ def parse(raw: bytes, *, strict: bool = False) -> Manifest:
         raise ManifestError("invalid manifest: not a JSON object")
     schema, media_type = obj.get("schemaVersion", 2), obj.get("mediaType", MEDIA_MANIFEST)
     layers, config = obj.get("layers"), obj.get("config")
-    if strict:
-        if schema != 2 or isinstance(schema, bool):
-            raise ManifestError("invalid manifest: schemaVersion must be 2")
-        if media_type != MEDIA_MANIFEST:
-            raise ManifestError(f"invalid manifest: unsupported mediaType {str(media_type)[:100]!r}")
-        if not isinstance(layers, list):
-            raise ManifestError("invalid manifest: layers must be a list")
-        if len(layers) > MAX_LAYERS:
-            raise ManifestError(f"invalid manifest: more than {MAX_LAYERS} layers")
-    else:
-        layers = [] if layers is None else layers
-        if not isinstance(layers, list):
-            raise ManifestError("invalid manifest: layers must be a list")
+    if strict and (schema != 2 or isinstance(schema, bool)):
+        raise ManifestError("invalid manifest: schemaVersion must be 2")
+    if strict and media_type != MEDIA_MANIFEST:
+        raise ManifestError(f"invalid manifest: unsupported mediaType {str(media_type)[:100]!r}")
+    if layers is None and not strict:
+        layers = []
+    if not isinstance(layers, list):
+        raise ManifestError("invalid manifest: layers must be a list")
+    if strict and len(layers) > MAX_LAYERS:
+        raise ManifestError(f"invalid manifest: more than {MAX_LAYERS} layers")
     return Manifest(
         config=_layer(config, "config", strict) if strict or config else Layer(MEDIA_CONFIG, "", 0),
         layers=[_layer(item, f"layer {i}", strict) for i, item in enumerate(layers)],
