@@ -261,6 +261,15 @@ def test_systemd_units_are_hardened(key_file):
     assert "ReadWritePaths=/var/lib/corral/models\n" in units["systemd/corral.service"]
     assert "User=corral\n" in units["systemd/corral.service"]
     assert "ExecStart=/usr/local/bin/open-webui serve --host 127.0.0.1 --port 3000\n" in units["systemd/open-webui.service"]
+    # systemd creates the store (owned by User=) before it mounts ReadWritePaths=, which must exist.
+    assert "StateDirectory=corral/models\n" in units["systemd/corral.service"]
+    assert "Environment=CORRAL_KEYS_FILE=/etc/corral/keys.json\n" in units["systemd/corral.service"]
+    assert "Environment=STATIC_DIR=/var/lib/open-webui/static\n" in units["systemd/open-webui.service"]
+
+
+def test_a_store_outside_var_lib_is_only_a_read_write_path(key_file):
+    unit = render_public(render_input.make(key_file, store="/srv/models"))["systemd/corral.service"]
+    assert "ReadWritePaths=/srv/models\n" in unit and "StateDirectory" not in unit
 
 
 def _location(conf: str, header: str) -> str:
