@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.render import render_public, systemd
-from toolchain.render.from_stack import render_input
-from toolchain.stack.load import load
+from tests.support.team_stack import render_team
+from toolchain.render import systemd
 
-REPO = Path(__file__).resolve().parent.parent
 ANALYZE = shutil.which("systemd-analyze")
 
 pytestmark = pytest.mark.skipif(
@@ -46,18 +44,8 @@ def units(tmp_path_factory) -> dict[str, Path]:
     for name in ("stack", "open-webui"):
         (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
         (bin_dir / name).chmod(0o755)
-    loaded = load(REPO / "stacks" / "team" / "stack.yaml", env={"GEMMA_GGUF": "/models/gemma.gguf", "CORRAL_TOKEN": "x"})
-    inp = render_input(loaded).model_copy(
-        update={"stack_bin": str(bin_dir / "stack"), "webui_bin": str(bin_dir / "open-webui")}
-    )
-    rendered = render_public(inp)
-    out = {}
-    for rel in (systemd.CORRAL_UNIT, systemd.WEBUI_UNIT):
-        path = root / "units" / Path(rel).name
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(rendered[rel])
-        out[path.name] = path
-    return out
+    render_team(root / "rendered", stack_bin=str(bin_dir / "stack"), webui_bin=str(bin_dir / "open-webui"))
+    return {Path(rel).name: root / "rendered" / rel for rel in (systemd.CORRAL_UNIT, systemd.WEBUI_UNIT)}
 
 
 def test_systemd_analyze_verify_accepts_the_units(units):
