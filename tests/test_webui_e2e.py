@@ -220,6 +220,16 @@ def test_stack_plan_and_apply_reconcile_the_presets_with_an_admin_api_key(team, 
     out = capsys.readouterr().out
     assert f"Open WebUI presets at http://localhost:{team.nginx.port}:" in out
     assert "  ~ helper (name)\n" in out and "  - stray\n" in out
+    assert main(["plan", "-f", str(team.stack), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["changed"] is True and doc["webui_presets"]["url"] == f"http://localhost:{team.nginx.port}"
+    assert doc["webui_presets"]["changes"] == [
+        {"action": "update", "id": "helper", "fields": ["name"]},
+        {"action": "delete", "id": "stray", "fields": []},
+    ]
+    assert main(["plan", "-f", str(team.stack), "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| `~` | `helper` | update | name |\n" in out and "| `-` | `stray` | delete |  |\n" in out
 
     assert main(["apply", "-f", str(team.stack), "--auto-approve"]) == 0
     out = capsys.readouterr().out
