@@ -214,6 +214,8 @@ def test_stack_plan_and_apply_reconcile_the_presets_with_an_admin_api_key(team, 
         assert ui.post("/api/v1/models/create", json=stray, headers=session).status_code == 200
     monkeypatch.setenv("WEBUI_ADMIN_KEY", key)
     team.stack.write_text(_stack(*team.stack_args, helper="Helper v2"))
+    # As an operator does: render the changed stack (models.json), so the plan's changes are the UI's.
+    assert main(["render", "-f", str(team.stack)]) == 0
     capsys.readouterr()
 
     assert main(["plan", "-f", str(team.stack), "--detailed-exitcode"]) == 2
