@@ -1,8 +1,8 @@
 """The team stack's nginx files installed as docs/render.md says, into Debian's own nginx configuration.
 
-`corral.conf` goes into `conf.d/` (included at http level by Debian's nginx.conf) and the
-token map to `/etc/nginx/corral-tokens.conf` (its relative `include` resolves against the
-configuration directory; in `conf.d/` it would be read as http-level directives). A copy
+`corral.conf` goes into `conf.d/` (included at http level by Debian's nginx.conf), the
+token map and the replicas' key to `/etc/nginx/` (their relative `include`s resolve against
+the configuration directory; in `conf.d/` they would be read as http-level directives). A copy
 of Debian's nginx.conf whose `conf.d/` is a temporary directory is checked with `nginx -t`
 and the default prefix, as on a host.
 """
@@ -43,6 +43,7 @@ def test_corral_conf_drops_into_debians_conf_d(tmp_path):
     # Logs into the test's directory, not the host's /var/log (same path shape: absolute).
     (etc / "conf.d" / "corral.conf").write_text(conf.replace("/var/log/nginx/corral.access.log", str(tmp_path / "access.log")))
     (etc / "corral-tokens.conf").write_text('    "~^(?i:bearer) +team-0123456789abcdef$" team;\n')
+    (etc / "corral-upstream.conf").write_text('proxy_set_header Authorization "Bearer replica-0123456789abcdef";\n')
     r = subprocess.run([NGINX, "-t", "-c", str(etc / "nginx.conf")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     # The token map misplaced into conf.d/ is an error nginx names.
