@@ -18,14 +18,14 @@ FORMATS = ("text", "json", "markdown")
 DEFAULT_FILE = "stack.yaml"
 
 
-def _render(plans, fmt: str, stack_path: str = "", title: str = "Corral plan") -> str:  # noqa: ANN001
+def _render(plans, fmt: str, stack_path: str = "", title: str = "Corral plan", edge=None) -> str:  # noqa: ANN001
     from toolchain.stack import render_plan
 
     if fmt == "json":
-        return render_plan.render_json(plans, stack_path)
+        return render_plan.render_json(plans, stack_path, edge)
     if fmt == "markdown":
-        return render_plan.render_markdown(plans, title)
-    return render_plan.render_text(plans)
+        return render_plan.render_markdown(plans, title, edge)
+    return render_plan.render_text(plans) + (edge.text() if edge is not None else "")
 
 
 def _check_format(fmt: str) -> str:
@@ -51,31 +51,20 @@ def plan(
     plans = plan_stack(loaded, target or ())
     if out is not None:
         out.write_text(render_plan.render_json(plans, str(file)), encoding="utf-8")
-    typer.echo(_render(plans, fmt, str(file)), nl=False)
-    presets = _presets(loaded) if fmt == "text" and not target else None
-    if presets is not None:
-        typer.echo("\n" + presets.text(), nl=False)
-    rendered = _rendered_changes(loaded) if fmt == "text" and not target else []
-    if rendered:
-        typer.echo("\nRendered files that `stack render` would change:")
-        for action, rel in rendered:
-            typer.echo(f"  {_RENDER_SYMBOLS[action]} {rel}")
+    edge = _edge(loaded) if not target else None
+    typer.echo(_render(plans, fmt, str(file), edge=edge), nl=False)
     if out is not None and fmt == "text":
         typer.echo(f"\nSaved the plan to {out}; apply exactly it with: stack apply {out}")
-    if detailed_exitcode and (
-        render_plan.has_changes(plans) or (presets is not None and presets.changes) or rendered
-    ):
+    if detailed_exitcode and (render_plan.has_changes(plans) or (edge is not None and edge.changed)):
         raise typer.Exit(2)
 
 
-_RENDER_SYMBOLS = {"create": "+", "update": "~", "delete": "-"}
-
-
-def _rendered_changes(loaded):  # noqa: ANN001, ANN202
-    """The rendered edge files (nginx, Open WebUI, compose, systemd) that differ from the stack."""
+def _edge(loaded):  # noqa: ANN001, ANN202
+    """Open WebUI's presets and the rendered edge files (nginx, Open WebUI, compose, systemd) that differ."""
     from toolchain.render.from_stack import render_changes
+    from toolchain.stack.edge_plan import EdgePlan
 
-    return render_changes(loaded)
+    return EdgePlan(_presets(loaded), tuple(render_changes(loaded)))
 
 
 def _presets(loaded):  # noqa: ANN001, ANN202

@@ -16,7 +16,7 @@ from toolchain.errors import CorralError
 from toolchain.stack.plan import ACTIONS, Change, FieldChange, Plan, summary_counts
 from toolchain.stack.state import DesiredModel, ModelState, Upload, key_of
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: webui_presets and rendered_files (toolchain.stack.edge_plan)
 MARKDOWN_LIMIT = 65_000  # GitHub refuses comments over 65,535 characters
 
 SYMBOL = {"create": "+", "pull": "↓", "update": "~", "replace": "-/+", "delete": "-"}
@@ -209,8 +209,11 @@ def _clip(text: str, n: int = 72) -> str:
 # -- markdown ----------------------------------------------------------------------------------
 
 
-def render_markdown(plans: Sequence[Plan], title: str = "Corral plan") -> str:
+def render_markdown(plans: Sequence[Plan], title: str = "Corral plan", edge: Optional[Any] = None) -> str:
+    """`edge`: an `edge_plan.EdgePlan` whose section (presets, rendered files) follows the models."""
     head = summary_line(plans) if has_changes(plans) else "No changes. Every server matches the stack."
+    if edge is not None and edge.changed and not has_changes(plans):
+        head = "No model changes; Open WebUI presets or rendered files differ (below)."
     out = [f"### {title}", "", f"**{head}**", ""]
     for plan in plans:
         out.append(f"#### Target `{plan.target}` (`{plan.url}`)" if plan.url else f"#### Stack `{plan.target}`")
@@ -229,6 +232,8 @@ def render_markdown(plans: Sequence[Plan], title: str = "Corral plan") -> str:
                 out += ["", "```diff"] + [_diff_marker(ln) for ln in change_lines(c)[2:]] + ["```", "", "</details>", ""]
         if plan.unmanaged:
             out += [f"Not in the stack, kept (prune is off): {', '.join(f'`{m}`' for m in plan.unmanaged)}", ""]
+    if edge is not None and edge.markdown():
+        out.insert(4, edge.markdown().rstrip("\n") + "\n")  # after the headline: short, and never cut with the model diffs
     text = "\n".join(out)
     if len(text) > MARKDOWN_LIMIT:
         cut = text[:MARKDOWN_LIMIT].rsplit("\n<details>", 1)[0]
@@ -252,18 +257,22 @@ def _diff_marker(line: str) -> str:
 # -- JSON (also the saved-plan format) ---------------------------------------------------------
 
 
-def to_document(plans: Sequence[Plan], stack_path: str = "") -> dict[str, Any]:
-    return {
+def to_document(plans: Sequence[Plan], stack_path: str = "", edge: Optional[Any] = None) -> dict[str, Any]:
+    """`edge`: an `edge_plan.EdgePlan`, adding `webui_presets` and `rendered_files` (not in saved plans)."""
+    doc = {
         "format_version": FORMAT_VERSION,
         "stack": stack_path,
-        "changed": has_changes(plans),
+        "changed": has_changes(plans) or bool(edge is not None and edge.changed),
         "summary": summary_counts(plans),
         "targets": [_plan_doc(p) for p in plans],
     }
+    if edge is not None:
+        doc.update(edge.document())
+    return doc
 
 
-def render_json(plans: Sequence[Plan], stack_path: str = "") -> str:
-    return json.dumps(to_document(plans, stack_path), indent=2, ensure_ascii=False) + "\n"
+def render_json(plans: Sequence[Plan], stack_path: str = "", edge: Optional[Any] = None) -> str:
+    return json.dumps(to_document(plans, stack_path, edge), indent=2, ensure_ascii=False) + "\n"
 
 
 def _plan_doc(plan: Plan) -> dict[str, Any]:
