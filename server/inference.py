@@ -3,7 +3,10 @@
 The routes (native here, OpenAI later) describe a generation as a `TextJob` and get back an
 async iterator of *events*, plain tuples, that they shape into their own wire format:
 
-    ("text", str)                 a piece of generated text
+    ("text", str)                 a piece of generated text (the answer)
+    ("thinking", str)             a piece of a thinking model's reasoning (split off the text)
+    ("logprobs", [dict, ...])     with `job.logprobs`: the entries of the tokens behind the text
+                                  and thinking events that follow it (Ollama's Logprob shape)
     ("tool_calls", [dict, ...])   tool calls parsed from the output (chat with tools)
     ("done", Final)               the end, with done_reason and statistics
     ("debug", dict)               instead of all that, for `_debug_render_only`: the prompt
@@ -14,6 +17,7 @@ into a status and `{"error": ...}`); errors later are raised mid-iteration.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ from typing import Any, AsyncIterator, Optional
 from server.inference_types import TextJob
 from server.scheduler import Lease, Scheduler
 from server.streaming import RequestError
+from toolchain.thinking import think_enabled
 
 # Hard bounds for load-time options: beyond them a request is a client mistake (400), not a
 # reason to try (and fail) to allocate.
@@ -165,8 +170,10 @@ class Engine:
             raise RequestError(f"{model.full} does not support vision", 400)
         if job.images:  # a projector model: the runner has no image path yet, so say so
             raise RequestError("image input is not supported by this server yet", 501)
-        if job.think and "thinking" not in caps:
+        if think_enabled(job.think) and "thinking" not in caps:
             raise RequestError(f'"{job.model}" does not support thinking', 400)
+        if job.think is None and "thinking" in caps:
+            job = dataclasses.replace(job, think=True)  # as Ollama: a thinking model thinks unless told not to
         options = self.options(model, job.options)
         if not job.shift and options.get("num_predict", -1) == -1:
             options["num_predict"] = -2  # no context shift: stop with "length" when the context is full
@@ -182,7 +189,8 @@ class Engine:
             if job.debug_render_only:
                 yield ("debug", {"rendered_template": prompt, "image_count": len(job.images)})
                 return
-            request = model_source.completion_request(prompt, options, job.format, getattr(runner, "info", None))
+            request = model_source.completion_request(prompt, options, job.format, getattr(runner, "info", None),
+                                                      logprobs=job.logprobs, top_logprobs=job.top_logprobs)
             if not job.truncate and isinstance(prompt, str):
                 n = len(await runner.tokenize(prompt, request.add_special, True))
                 if n > lease.num_ctx:
@@ -190,6 +198,7 @@ class Engine:
             final_chunk = None
             first_text_ns = 0
             tools = model_source.tool_parser(model, job.tools) if job.tools else None
+            thinking = model_source.thinking_parser(model, job.think, prompt)
             stream = None
             try:
                 stream = await runner.completion(request)
@@ -197,6 +206,12 @@ class Engine:
                     text = chunk.text
                     if text and not first_text_ns:
                         first_text_ns = now_ns()
+                    if chunk.logprobs:
+                        yield ("logprobs", chunk.logprobs)
+                    if thinking is not None and text:
+                        thought, text = thinking.add(text)
+                        if thought:
+                            yield ("thinking", thought)
                     if tools is not None and text:
                         text, calls = tools.feed(text)
                         if calls:
@@ -217,6 +232,19 @@ class Engine:
             finally:
                 if stream is not None:
                     await stream.aclose()
+            if thinking is not None:
+                thought, text = thinking.finish()
+                if thought:
+                    yield ("thinking", thought)
+                if text and tools is not None:
+                    text, calls = tools.feed(text)
+                    if calls:
+                        if text:
+                            yield ("text", text)
+                            text = ""
+                        yield ("tool_calls", calls)
+                if text:
+                    yield ("text", text)
             if tools is not None:
                 rest = tools.finish()
                 if rest:

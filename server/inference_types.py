@@ -214,6 +214,8 @@ class TextJob:
     truncate: bool = True
     shift: bool = True
     debug_render_only: bool = False  # Ollama's _debug_render_only: answer the rendered prompt
+    logprobs: bool = False  # report each generated token's log probability
+    top_logprobs: int = 0  # ... with this many most likely alternatives (0-20)
 
     @classmethod
     def from_generate(cls, req: GenerateRequest) -> "TextJob":
@@ -223,7 +225,7 @@ class TextJob:
             format=req.format, options=dict(req.options or {}), keep_alive=req.keep_alive,
             keep_alive_set="keep_alive" in req.model_fields_set and req.keep_alive is not None,
             think=req.think, truncate=req.truncate is not False, shift=req.shift is not False,
-            debug_render_only=req.debug_render_only,
+            debug_render_only=req.debug_render_only, logprobs=req.logprobs, top_logprobs=req.top_logprobs,
         )
 
     @classmethod
@@ -234,7 +236,7 @@ class TextJob:
             format=req.format, options=dict(req.options or {}), keep_alive=req.keep_alive,
             keep_alive_set="keep_alive" in req.model_fields_set and req.keep_alive is not None,
             think=req.think, truncate=req.truncate is not False, shift=req.shift is not False,
-            debug_render_only=req.debug_render_only,
+            debug_render_only=req.debug_render_only, logprobs=req.logprobs, top_logprobs=req.top_logprobs,
         )
 
     @property
