@@ -1,0 +1,145 @@
+"""Logprobs and thinking through the real `openai` SDK and `ollama` client against a real
+`stack serve` (tiny GGUF): the shapes the clients parse, streamed and not.
+
+The thinking model's template opens the block (`{{ if .Think }}<think>{{ end }}`) and a JSON
+schema grammar makes the model write the closing tag, so the split is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ollama
+import openai
+import pytest
+
+from tests.support.server import start_server
+
+PLAIN = "{{ range .Messages }}{{ .Role }}: {{ .Content }}\n{{ end }}assistant: "
+THINKER = ("{{ range .Messages }}{{ .Role }}: {{ .Content }}"
+           "{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}\n{{ end }}"
+           "assistant: {{ if .Think }}<think>{{ end }}")
+GREEDY = {"temperature": 0, "repeat_penalty": 1.0}
+CLOSES = {"type": "string", "enum": ["a</think>  b c"]}
+USER = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_gguf):
+    with start_server(tmp_path_factory.mktemp("models"), env={"OLLAMA_CONTEXT_LENGTH": "512"}) as srv:
+        client = ollama.Client(host=srv.url)
+        digest = client.create_blob(tiny_gguf)
+        for name, template in (("tiny", PLAIN), ("thinker", THINKER)):
+            # no repetition penalty, so that greedy decoding picks the most likely token
+            assert client.create(model=name, files={"tiny.gguf": digest}, template=template,
+                                 parameters={"repeat_penalty": 1.0}).status == "success"
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def oai(server):
+    with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def native(server):
+    return ollama.Client(host=server.url, timeout=120)
+
+
+def check(entries, top: int, greedy: bool = True) -> None:
+    """Finite, ≤ 0, alternatives sorted; greedy without penalties: the sampled token is the top-1."""
+    assert entries
+    for e in entries:
+        assert math.isfinite(e.logprob) and e.logprob <= 0
+        alts = e.top_logprobs or []
+        assert len(alts) == top
+        assert [a.logprob for a in alts] == sorted((a.logprob for a in alts), reverse=True)
+        if greedy and top:
+            assert (e.token, e.logprob) == (alts[0].token, alts[0].logprob)
+
+
+# -- logprobs ------------------------------------------------------------------------------------
+
+
+def test_ollama_client_logprobs(native):
+    resp = native.chat(model="tiny", messages=USER, logprobs=True, top_logprobs=4, options={"num_predict": 8, **GREEDY})
+    assert len(resp.logprobs) == resp.eval_count == 8
+    check(resp.logprobs, 4)  # (the client's Logprob model has no `bytes`; the routes' tests check them)
+    parts = list(native.generate(model="tiny", prompt="hello world", raw=True, logprobs=True, top_logprobs=2,
+                                 stream=True, options={"num_predict": 8, **GREEDY}))
+    entries = [e for p in parts for e in (p.logprobs or [])]
+    assert len(entries) == parts[-1].eval_count == 8
+    check(entries, 2)
+
+
+def test_openai_chat_logprobs(oai):
+    resp = oai.chat.completions.create(model="tiny", messages=USER, max_tokens=8, logprobs=True, top_logprobs=5,
+                                       temperature=0)
+    content = resp.choices[0].logprobs.content
+    assert len(content) == resp.usage.completion_tokens == 8
+    check(content, 5)
+    text = b"".join(bytes(e.bytes or []) for e in content).decode("utf-8", "replace")
+    assert text == resp.choices[0].message.content
+    streamed = []
+    for chunk in oai.chat.completions.create(model="tiny", messages=USER, max_tokens=8, logprobs=True, temperature=0,
+                                             stream=True):
+        if chunk.choices and chunk.choices[0].logprobs:
+            streamed.extend(chunk.choices[0].logprobs.content)
+    assert len(streamed) == 8
+    check(streamed, 0, greedy=False)
+    plain = oai.chat.completions.create(model="tiny", messages=USER, max_tokens=3)
+    assert plain.choices[0].logprobs is None
+
+
+def test_openai_completions_logprobs(oai):
+    resp = oai.completions.create(model="tiny", prompt="hello world", max_tokens=6, logprobs=3, temperature=0)
+    lp = resp.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 6
+    assert all(math.isfinite(v) and v <= 0 for v in lp.token_logprobs)
+    assert all(0 < len(alts) <= 3 for alts in lp.top_logprobs)  # a dict: equal token texts collapse
+    assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0
+    streamed = []
+    for chunk in oai.completions.create(model="tiny", prompt="hello world", max_tokens=6, logprobs=0, temperature=0,
+                                        stream=True):
+        if chunk.choices[0].logprobs:
+            streamed.extend(chunk.choices[0].logprobs.token_logprobs)
+            assert chunk.choices[0].logprobs.top_logprobs is None
+    assert len(streamed) == 6
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.completions.create(model="tiny", prompt="x", logprobs=1, echo=True)
+    assert info.value.body["param"] == "logprobs"
+
+
+# -- thinking ------------------------------------------------------------------------------------
+
+
+def test_ollama_client_thinking(native):
+    options = {"num_predict": 40, **GREEDY}
+    resp = native.chat(model="thinker", messages=USER, format=CLOSES, options=options)
+    assert (resp.message.thinking, resp.message.content) == ('"a', 'b c"')
+    parts = list(native.chat(model="thinker", messages=USER, format=CLOSES, options=options, stream=True))
+    assert "".join(p.message.thinking or "" for p in parts) == '"a'
+    assert "".join(p.message.content for p in parts) == 'b c"'
+    resp = native.generate(model="thinker", prompt="hello", format=CLOSES, options=options, think="high")
+    assert (resp.thinking, resp.response) == ('"a', 'b c"')
+    resp = native.chat(model="thinker", messages=USER, format=CLOSES, options=options, think=False)
+    assert (resp.message.thinking, resp.message.content) == (None, '"a</think>  b c"')
+    with pytest.raises(ollama.ResponseError) as info:
+        native.chat(model="tiny", messages=USER, think=True)
+    assert info.value.status_code == 400 and info.value.error == '"tiny" does not support thinking'
+
+
+def test_openai_chat_reasoning(oai):
+    kw = {"model": "thinker", "messages": USER, "max_tokens": 40, "temperature": 0,
+          "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": CLOSES}}}
+    message = oai.chat.completions.create(**kw).choices[0].message
+    assert (message.reasoning, message.content) == ('"a', 'b c"')  # Ollama's field; extra to the SDK's model
+    reasoning, content = "", ""
+    for chunk in oai.chat.completions.create(**kw, stream=True):
+        if chunk.choices:
+            reasoning += getattr(chunk.choices[0].delta, "reasoning", None) or ""
+            content += chunk.choices[0].delta.content or ""
+    assert (reasoning, content) == ('"a', 'b c"')
+    message = oai.chat.completions.create(**kw, reasoning_effort="none").choices[0].message
+    assert (getattr(message, "reasoning", None), message.content) == (None, '"a</think>  b c"')
