@@ -29,10 +29,11 @@ def server(tmp_path_factory, tiny_gguf):
     with start_server(tmp_path_factory.mktemp("models"), env={"OLLAMA_CONTEXT_LENGTH": "512"}) as srv:
         client = ollama.Client(host=srv.url)
         digest = client.create_blob(tiny_gguf)
-        for name, template in (("tiny", PLAIN), ("thinker", THINKER)):
+        for name, template, extra in (("tiny", PLAIN, {}), ("thinker", THINKER, {}),
+                                      ("thinker-8", THINKER, {"num_predict": 8, "temperature": 0})):
             # no repetition penalty, so that greedy decoding picks the most likely token
             assert client.create(model=name, files={"tiny.gguf": digest}, template=template,
-                                 parameters={"repeat_penalty": 1.0}).status == "success"
+                                 parameters={"repeat_penalty": 1.0, **extra}).status == "success"
         yield srv
 
 
@@ -143,3 +144,23 @@ def test_openai_chat_reasoning(oai):
     assert (reasoning, content) == ('"a', 'b c"')
     message = oai.chat.completions.create(**kw, reasoning_effort="none").choices[0].message
     assert (getattr(message, "reasoning", None), message.content) == (None, '"a</think>  b c"')
+
+
+# -- stack run -----------------------------------------------------------------------------------
+
+
+def test_stack_run_shows_the_reasoning_apart(server):
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.server import REPO_ROOT
+
+    done = subprocess.run([sys.executable, "-m", "toolchain.cli", "run", "thinker-8", "hello"], cwd=REPO_ROOT,
+                          env={**os.environ, "OLLAMA_HOST": server.host_env}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    # the random model never closes the block the template opened: all reasoning, no answer
+    assert done.stdout.startswith("Thinking...\n") and done.stdout.endswith("\n")
+    reasoning = done.stdout[len("Thinking...\n"):-1]
+    assert reasoning.strip() and "<think>" not in reasoning and "done thinking" not in reasoning

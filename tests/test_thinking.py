@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 
 import pytest
@@ -168,3 +169,35 @@ def test_infer_tags(template, tags):
 
 def test_default_tags():
     assert DEFAULT_TAGS == ("<think>", "</think>")
+
+
+# -- stack run's display ---------------------------------------------------------------------------
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("pieces, plain", [
+    ([("", "Hello"), ("", " there")], "Hello there"),
+    ([("hmm", ""), (" ok", ""), ("", "Answer")], "Thinking...\nhmm ok\n...done thinking.\n\nAnswer"),
+    ([("line\n", ""), ("", "A")], "Thinking...\nline\n...done thinking.\n\nA"),
+    ([("still thinking", "")], "Thinking...\nstill thinking"),
+    ([("a", "b")], "Thinking...\na\n...done thinking.\n\nb"),
+])
+def test_stack_run_display(pieces, plain):
+    from toolchain.cli.run_cmd import Display
+
+    out = io.StringIO()
+    display = Display(out)
+    for thinking, content in pieces:
+        display.write(thinking, content)
+    assert out.getvalue() == plain
+    tty = Tty()
+    display = Display(tty)
+    for thinking, content in pieces:
+        display.write(thinking, content)
+    text = tty.getvalue()
+    assert ("\x1b[90m" in text) == any(t for t, _ in pieces)  # grey reasoning on a terminal
+    assert text.replace("\x1b[90m", "").replace("\x1b[1m", "").replace("\x1b[0m", "") == plain
