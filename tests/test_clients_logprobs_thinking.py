@@ -1,8 +1,9 @@
 """Logprobs and thinking through the real `openai` SDK and `ollama` client against a real
 `stack serve` (tiny GGUF): the shapes the clients parse, streamed and not.
 
-The thinking model's template opens the block (`{{ if .Think }}<think>{{ end }}`) and a JSON
-schema grammar makes the model write the closing tag, so the split is deterministic.
+The thinking model's template opens the block (`{{ if .Think }}<think>{{ end }}`) and a "chain"
+model (tests/support/tiny_gguf.py) writes " o</think> o</think> o..." after it, so the split is
+deterministic.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import openai
 import pytest
 
 from tests.support.server import start_server
+from tests.support.tiny_gguf import THINKING_CHAIN, write_tiny_llama
 
 PLAIN = "{{ range .Messages }}{{ .Role }}: {{ .Content }}\n{{ end }}assistant: "
 THINKER = ("{{ range .Messages }}{{ .Role }}: {{ .Content }}"
@@ -29,10 +31,12 @@ def server(tmp_path_factory, tiny_gguf):
     with start_server(tmp_path_factory.mktemp("models"), env={"OLLAMA_CONTEXT_LENGTH": "512"}) as srv:
         client = ollama.Client(host=srv.url)
         digest = client.create_blob(tiny_gguf)
-        for name, template, extra in (("tiny", PLAIN, {}), ("thinker", THINKER, {}),
-                                      ("thinker-8", THINKER, {"num_predict": 8, "temperature": 0})):
+        chain = client.create_blob(write_tiny_llama(tmp_path_factory.mktemp("gguf") / "chain.gguf",
+                                                    chain=THINKING_CHAIN))
+        for name, blob, template, extra in (("tiny", digest, PLAIN, {}), ("thinker-8", digest, THINKER, {
+                "num_predict": 8, "temperature": 0}), ("chain", chain, THINKER, {"num_predict": 12})):
             # no repetition penalty, so that greedy decoding picks the most likely token
-            assert client.create(model=name, files={"tiny.gguf": digest}, template=template,
+            assert client.create(model=name, files={"tiny.gguf": blob}, template=template,
                                  parameters={"repeat_penalty": 1.0, **extra}).status == "success"
         yield srv
 
@@ -116,34 +120,38 @@ def test_openai_completions_logprobs(oai):
 
 
 def test_ollama_client_thinking(native):
-    options = {"num_predict": 40, **GREEDY}
-    resp = native.chat(model="thinker", messages=USER, format=CLOSES, options=options)
-    assert (resp.message.thinking, resp.message.content) == ('"a', 'b c"')
-    parts = list(native.chat(model="thinker", messages=USER, format=CLOSES, options=options, stream=True))
-    assert "".join(p.message.thinking or "" for p in parts) == '"a'
-    assert "".join(p.message.content for p in parts) == 'b c"'
-    resp = native.generate(model="thinker", prompt="hello", format=CLOSES, options=options, think="high")
-    assert (resp.thinking, resp.response) == ('"a', 'b c"')
-    resp = native.chat(model="thinker", messages=USER, format=CLOSES, options=options, think=False)
-    assert (resp.message.thinking, resp.message.content) == (None, '"a</think>  b c"')
+    resp = native.chat(model="chain", messages=USER)
+    assert (resp.message.thinking, resp.message.content) == ("o", "o")
+    parts = list(native.chat(model="chain", messages=USER, stream=True))
+    assert "".join(p.message.thinking or "" for p in parts) == "o"
+    assert "".join(p.message.content for p in parts) == "o"
+    resp = native.generate(model="chain", prompt="hello", think="high")
+    assert (resp.thinking, resp.response) == ("o", "o")
+    resp = native.chat(model="chain", messages=USER, think=False)
+    assert (resp.message.thinking, resp.message.content) == (None, "o</think> o<")
+    resp = native.chat(model="chain", messages=USER, format=CLOSES, options={"num_predict": 40})
+    assert (resp.message.thinking, resp.message.content) == ("o", '"a</think>  b c"')  # format after thinking
     with pytest.raises(ollama.ResponseError) as info:
         native.chat(model="tiny", messages=USER, think=True)
     assert info.value.status_code == 400 and info.value.error == '"tiny" does not support thinking'
 
 
 def test_openai_chat_reasoning(oai):
-    kw = {"model": "thinker", "messages": USER, "max_tokens": 40, "temperature": 0,
-          "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": CLOSES}}}
+    kw = {"model": "chain", "messages": USER, "max_tokens": 12}
     message = oai.chat.completions.create(**kw).choices[0].message
-    assert (message.reasoning, message.content) == ('"a', 'b c"')  # Ollama's field; extra to the SDK's model
+    assert (message.reasoning, message.content) == ("o", "o")  # Ollama's field; extra to the SDK's model
     reasoning, content = "", ""
     for chunk in oai.chat.completions.create(**kw, stream=True):
         if chunk.choices:
             reasoning += getattr(chunk.choices[0].delta, "reasoning", None) or ""
             content += chunk.choices[0].delta.content or ""
-    assert (reasoning, content) == ('"a', 'b c"')
+    assert (reasoning, content) == ("o", "o")
     message = oai.chat.completions.create(**kw, reasoning_effort="none").choices[0].message
-    assert (getattr(message, "reasoning", None), message.content) == (None, '"a</think>  b c"')
+    assert (getattr(message, "reasoning", None), message.content) == (None, "o</think> o<")
+    resp = oai.chat.completions.create(model="chain", messages=USER, max_tokens=40, logprobs=True, response_format={
+        "type": "json_schema", "json_schema": {"name": "x", "schema": CLOSES}})
+    assert (resp.choices[0].message.reasoning, resp.choices[0].message.content) == ("o", '"a</think>  b c"')
+    assert all(math.isfinite(e.logprob) for e in resp.choices[0].logprobs.content)
 
 
 # -- stack run -----------------------------------------------------------------------------------

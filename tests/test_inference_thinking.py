@@ -2,7 +2,8 @@
 
 Random weights never write a thinking tag on their own, so the wiring is tested where the text
 is deterministic: the template opens the block (`{{ if .Think }}<think>{{ end }}`, so the parser
-starts inside it) and a `format` grammar makes the model write the closing tag itself, one
+starts inside it), and either a `format` grammar or a "chain" model (tests/support/tiny_gguf.py,
+whose next token depends on the last one only) makes the model write the closing tag itself, one
 character (token) per chunk. The split rules themselves are tested in tests/test_thinking.py.
 """
 
@@ -15,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.support.inference_app import create_model, make_app
+from tests.support.tiny_gguf import THINKING_CHAIN, write_tiny_llama
 
 # Ollama's pattern: a .Thinking block inside a range over .Messages gives the tags; the prompt
 # ends inside an opened block when the request thinks.
@@ -34,6 +36,8 @@ def client(tmp_path_factory, tiny_gguf):
     with TestClient(app) as c:
         create_model(c, "tiny", tiny_gguf, template=PLAIN)
         create_model(c, "thinker", tiny_gguf, template=THINKER)
+        chain = write_tiny_llama(tmp_path_factory.mktemp("gguf") / "chain.gguf", chain=THINKING_CHAIN)
+        create_model(c, "chain", chain, template=THINKER)  # writes " o</think> o</think> o..." after "<think>"
         yield c
 
 
@@ -79,51 +83,80 @@ def test_think_for_a_model_without_the_capability_is_400(client, body, error):
 
 def test_the_answer_inside_an_opened_block_is_thinking(client):
     """Text after `<think>` that never closes the block is all thinking."""
-    body = {"model": "thinker", "messages": USER, "stream": False, "format": {"type": "string", "enum": ["  abc def"]},
+    body = {"model": "thinker", "prompt": "hi", "stream": False, "format": {"type": "string", "enum": ["  abc def"]},
             "options": {"num_predict": 40, **GREEDY}}
-    assert client.post("/api/chat", json=body).json()["message"] == {"role": "assistant", "content": "",
-                                                                      "thinking": '"  abc def"'}
-    body.pop("format")  # unconstrained (random weights): whatever it writes is thinking, none of it answer
+    resp = client.post("/api/generate", json=body).json()
+    assert (resp["thinking"], resp["response"]) == ('"  abc def"', "")
+    # unconstrained (random weights): whatever it writes is thinking, none of it answer
+    body = {"model": "thinker", "messages": USER, "stream": False, "options": {"num_predict": 12, **GREEDY}}
     message = client.post("/api/chat", json=body).json()["message"]
     assert message["content"] == "" and message["thinking"].strip() and "<think>" not in message["thinking"]
 
 
+def field(path: str, c: dict, name: str) -> str:
+    """A chunk's `thinking` or answer (`response`, which chat calls message.content)."""
+    if path == "/api/chat":
+        return (c.get("message") or {}).get("content" if name == "response" else name, "")
+    return c.get(name, "")
+
+
 @pytest.mark.parametrize("path", ["/api/chat", "/api/generate"])
-def test_a_closing_tag_split_over_chunks_separates_thinking_from_content(client, path):
-    body = {"model": "thinker", "format": CLOSES, "options": {"num_predict": 40, **GREEDY}}
+def test_the_model_s_own_closing_tag_separates_thinking_from_content(client, path):
+    """The chain model writes " o</think> o" token by token: the tag arrives split over chunks."""
+    body = {"model": "chain", "options": {"num_predict": 12}}
     body.update({"messages": USER} if path == "/api/chat" else {"prompt": "hi"})
     chunks = lines(client.post(path, json=body))
-
-    def field(c: dict, name: str) -> str:
-        return (c.get("message") or {}).get(name, "") if path == "/api/chat" else c.get(name, "")
-
-    field_name = "content" if path == "/api/chat" else "response"
-    assert "".join(field(c, "thinking") for c in chunks) == '"a'
-    assert "".join(field(c, field_name) for c in chunks) == 'b c"'  # whitespace after the tag dropped
-    assert not any("</" in field(c, field_name) + field(c, "thinking") for c in chunks)
-    kinds = [("t" if field(c, "thinking") else "c") for c in chunks if field(c, "thinking") or field(c, field_name)]
+    assert "".join(field(path, c, "thinking") for c in chunks) == "o"  # whitespace after the tags dropped
+    assert "".join(field(path, c, "response") for c in chunks) == "o"
+    kinds = [("t" if field(path, c, "thinking") else "c") for c in chunks
+             if field(path, c, "thinking") or field(path, c, "response")]
     assert kinds == sorted(kinds, reverse=True)  # all thinking first, then the answer
-    assert chunks[-1]["done"] is True
+    assert chunks[-1]["done"] is True and chunks[-1]["eval_count"] == 12
     whole = client.post(path, json={**body, "stream": False}).json()
     if path == "/api/chat":
-        assert whole["message"] == {"role": "assistant", "content": 'b c"', "thinking": '"a'}
+        assert whole["message"] == {"role": "assistant", "content": "o", "thinking": "o"}
     else:
-        assert (whole["thinking"], whole["response"]) == ('"a', 'b c"')
+        assert (whole["thinking"], whole["response"]) == ("o", "o")
+    # after the first block everything is answer, a second closing tag included
+    body["options"] = {"num_predict": 22}
+    whole = client.post(path, json={**body, "stream": False}).json()
+    answer = whole["message"]["content"] if path == "/api/chat" else whole["response"]
+    assert answer == "o</think> o"
+
+
+def test_generate_applies_the_grammar_from_the_first_token(client):
+    """/api/generate does not defer `format` (as Ollama): here the grammar writes the tag."""
+    body = {"model": "thinker", "prompt": "hi", "format": CLOSES, "options": {"num_predict": 40, **GREEDY},
+            "stream": False}
+    whole = client.post("/api/generate", json=body).json()
+    assert (whole["thinking"], whole["response"]) == ('"a', 'b c"')
+
+
+def test_format_applies_after_the_thinking(client):
+    """As Ollama's /api/chat: a thinking model with `format` thinks unconstrained; when its answer
+    begins, generation starts again with the grammar, its reasoning in the chat."""
+    body = {"model": "chain", "messages": USER, "format": CLOSES, "options": {"num_predict": 40}}
+    chunks = lines(client.post("/api/chat", json=body))
+    assert "".join(c["message"].get("thinking", "") for c in chunks) == "o"
+    assert "".join(c["message"]["content"] for c in chunks) == '"a</think>  b c"'  # the grammar's, left alone
+    whole = client.post("/api/chat", json={**body, "stream": False}).json()
+    assert whole["message"] == {"role": "assistant", "content": '"a</think>  b c"', "thinking": "o"}
+    # without thinking there is nothing to wait for: the grammar applies at once
+    whole = client.post("/api/chat", json={**body, "stream": False, "think": False}).json()
+    assert whole["message"] == {"role": "assistant", "content": '"a</think>  b c"'}
 
 
 def test_think_false_leaves_the_text_alone(client):
-    body = {"model": "thinker", "messages": USER, "think": False, "stream": False, "format": CLOSES,
-            "options": {"num_predict": 40, **GREEDY}}
-    assert client.post("/api/chat", json=body).json()["message"] == {"role": "assistant",
-                                                                     "content": '"a</think>  b c"'}
+    body = {"model": "chain", "messages": USER, "think": False, "stream": False, "options": {"num_predict": 12}}
+    assert client.post("/api/chat", json=body).json()["message"] == {"role": "assistant", "content": "o</think> o<"}
 
 
 def test_raw_generate_on_a_thinking_model_is_parsed_too(client):
     """As Ollama: the parser runs for raw prompts as well; a raw prompt ending in the opening
     tag starts inside the block."""
-    resp = client.post("/api/generate", json={"model": "thinker", "prompt": "x <think>", "raw": True, "stream": False,
-                                              "format": CLOSES, "options": {"num_predict": 40, **GREEDY}}).json()
-    assert (resp["thinking"], resp["response"]) == ('"a', 'b c"')
+    resp = client.post("/api/generate", json={"model": "chain", "prompt": "x <think>", "raw": True, "stream": False,
+                                              "options": {"num_predict": 12}}).json()
+    assert (resp["thinking"], resp["response"]) == ("o", "o")
 
 
 def check_entries(entries: list[dict], top: int) -> None:
@@ -162,11 +195,12 @@ def test_logprobs_stream_with_their_text_and_aggregate(client, path):
 
 
 def test_logprobs_cover_thinking_and_content(client):
-    body = {"model": "thinker", "messages": USER, "logprobs": True, "stream": False, "format": CLOSES,
-            "options": {"num_predict": 40, **GREEDY}}
+    body = {"model": "chain", "messages": USER, "logprobs": True, "stream": False, "options": {"num_predict": 12}}
     whole = client.post("/api/chat", json=body).json()
+    assert whole["message"] == {"role": "assistant", "content": "o", "thinking": "o"}
     tokens = "".join(e["token"] for e in whole["logprobs"])
-    assert tokens == '"a</think>  b c"' and len(whole["logprobs"]) == whole["eval_count"]
+    assert tokens == " o</think> o" and len(whole["logprobs"]) == whole["eval_count"]
+    assert all(e["logprob"] > -0.01 for e in whole["logprobs"])  # the chain model is sure of each token
 
 
 @pytest.mark.parametrize("top", [-1, 21])
