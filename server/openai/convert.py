@@ -5,8 +5,8 @@ routes build — a `TextJob` for chat and completions, an `EmbedPlan` for embedd
 APIs cannot drift. Every rule about what an OpenAI parameter means is here, and every parameter
 that would change the answer but is not implemented is refused with a 400 naming it.
 
-Results: the engine's events (`("text", str)`, `("thinking", str)`, `("tool_calls", [native
-call, ...])`, `("done", Final)`) become `chat.completion` / `chat.completion.chunk` /
+Results: the engine's events (`("text", str)`, `("thinking", str)`, `("logprobs", [native
+entry, ...])`, `("tool_calls", [native call, ...])`, `("done", Final)`) become `chat.completion` / `chat.completion.chunk` /
 `text_completion` objects; embeddings become an `embedding` list; stored models become `model`
 objects. Nothing here does I/O; ids and timestamps are parameters.
 """
