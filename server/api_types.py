@@ -96,14 +96,7 @@ def parse_body(raw: bytes, model: type[T]) -> T:
     """Decode a JSON request body into `model` with Ollama's error behaviour (always 400)."""
     if not raw.strip():
         raise BadRequest("missing request body")
-    try:
-        obj = json.loads(raw, parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise BadRequest("invalid request body: not UTF-8") from None
-    except ValueError as exc:
-        raise BadRequest(f"invalid JSON in request body: {exc}") from None
-    except RecursionError:
-        raise BadRequest("invalid JSON in request body: nested too deeply") from None
+    obj = _decode(raw)
     if not isinstance(obj, dict):
         raise BadRequest(f"json: cannot unmarshal {_json_kind(obj)} into Go value of type api.{model.__name__}")
     try:
@@ -112,6 +105,28 @@ def parse_body(raw: bytes, model: type[T]) -> T:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise BadRequest(f"invalid value for {model.__name__}.{where}: {err['msg']}") from None
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object of a request body, for routes that check their fields by hand; an empty
+    body is ``{}``. Anything else raises BadRequest (400) naming the problem."""
+    if not raw.strip():
+        return {}
+    obj = _decode(raw)
+    if not isinstance(obj, dict):
+        raise BadRequest("invalid request body: expected a JSON object")
+    return obj
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise BadRequest("invalid request body: not UTF-8") from None
+    except ValueError as exc:
+        raise BadRequest(f"invalid JSON in request body: {exc}") from None
+    except RecursionError:
+        raise BadRequest("invalid JSON in request body: nested too deeply") from None
 
 
 def go_time(timestamp: float) -> str:

@@ -23,12 +23,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.store import TMP_PREFIX, Store
+from server.store import TMP_PREFIX, Store, is_partial_download
 
 DEFAULT_GRACE_SECONDS = 60.0
 
 _BLOB = re.compile(r"sha256-[0-9a-f]{64}")
-_PARTIAL = re.compile(r"sha256-[0-9a-fA-F]{64}-partial(-\d+)?")
 
 
 @dataclass
@@ -83,7 +82,7 @@ def fsck(root: str | Path, *, repair: bool = False, grace_seconds: float = DEFAU
             report.blobs += 1
             if refs is not None and "sha256:" + name[7:] not in refs:
                 report.unreferenced += 1
-        elif name.startswith(TMP_PREFIX) or _PARTIAL.fullmatch(name):
+        elif name.startswith(TMP_PREFIX) or is_partial_download(name):
             report.leftovers.append(entry)
         elif name == ".uploads" and entry.is_dir():
             report.leftovers.extend(sorted(p for p in entry.iterdir() if not p.is_symlink()))

@@ -3,7 +3,8 @@
     blobs/sha256-<64 hex>                        content-addressed layers and config blobs
     manifests/<host>/<namespace>/<model>/<tag>   schemaVersion 2 manifests (Docker v2 JSON)
 
-The only code that touches the store's files. Its guarantees:
+The only code that touches the store's files. The manifest model and its validation live in
+`server.manifest`; the store reads manifests with its lenient `parse`. The store's guarantees:
 
 * Paths are derived, never accepted: a blob path comes only from a digest that matched
   `sha256:<64 hex>` (`normalize_digest`), a manifest path only from a valid `Name`; both are checked
@@ -24,9 +25,9 @@ The only code that touches the store's files. Its guarantees:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -35,147 +36,30 @@ import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Iterable, Iterator
+from typing import IO, BinaryIO, Iterable, Iterator
 
-from server import gguf_info, gojson
+from server import gguf_info
 from server.errors import (
     BadRequest,
     BlobNotFound,
     DigestMismatch,
-    InvalidDigest,
     InvalidModel,
     InvalidName,
     MissingBlob,
     ModelNotFound,
     ServerError,
 )
+from server.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, normalize_digest, parse
+from toolchain.digests import file_digest
 from toolchain.names import Name
 
-MEDIA_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MEDIA_CONFIG = "application/vnd.docker.container.image.v1+json"
-MEDIA_MODEL = "application/vnd.ollama.image.model"
-MEDIA_ADAPTER = "application/vnd.ollama.image.adapter"
-MEDIA_PROJECTOR = "application/vnd.ollama.image.projector"
-MEDIA_TEMPLATE = "application/vnd.ollama.image.template"
-MEDIA_PROMPT = "application/vnd.ollama.image.prompt"  # legacy name of .template
-MEDIA_SYSTEM = "application/vnd.ollama.image.system"
-MEDIA_PARAMS = "application/vnd.ollama.image.params"
-MEDIA_LICENSE = "application/vnd.ollama.image.license"
-MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
-
-MAX_MANIFEST_BYTES = 4 << 20
 TMP_PREFIX = ".tmp-"
 PRUNE_GRACE_SECONDS = 3600.0
 
-_WIRE_DIGEST = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 _BLOB_FILE = re.compile(r"sha256-([0-9a-f]{64})")
+#: An interrupted download: ours (`-partial`, see `partial_path`) or Ollama's part states (`-partial-<n>`).
+_PARTIAL_FILE = re.compile(r"sha256-[0-9a-fA-F]{64}-partial(-\d+)?")
 _CHUNK = 1 << 20
-
-
-def normalize_digest(digest: str) -> str:
-    """`sha256:<hex>` or `sha256-<hex>` (64 hex digits, any case) → `sha256:<lower hex>`.
-
-    Anything else raises `InvalidDigest` ("invalid digest format"), before any path is built.
-    """
-    m = _WIRE_DIGEST.fullmatch(digest) if isinstance(digest, str) else None
-    if m is None:
-        raise InvalidDigest()
-    return "sha256:" + m.group(1).lower()
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class Layer:
-    """A manifest descriptor (the config or a layer)."""
-
-    media_type: str
-    digest: str
-    size: int
-    from_: str = ""
-    name: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
-        if self.from_:
-            d["from"] = self.from_
-        if self.name:
-            d["name"] = self.name
-        return d
-
-    @classmethod
-    def from_json(cls, d: Any, where: str) -> "Layer":
-        if not isinstance(d, dict):
-            raise ValueError(f"{where} is not an object")
-        media, digest, size = d.get("mediaType"), d.get("digest"), d.get("size")
-        if not isinstance(media, str) or not isinstance(digest, str):
-            raise ValueError(f"{where} lacks mediaType or digest")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ValueError(f"{where} has an invalid size")
-        try:
-            digest = normalize_digest(digest)
-        except InvalidDigest:
-            raise ValueError(f"{where} has an invalid digest") from None
-        from_, name = d.get("from", ""), d.get("name", "")
-        return cls(media, digest, size, from_ if isinstance(from_, str) else "", name if isinstance(name, str) else "")
-
-
-@dataclass
-class Manifest:
-    """A parsed manifest. `raw` is the file's bytes, `digest` their sha256 hex (the model ID)."""
-
-    config: Layer
-    layers: list[Layer]
-    schema_version: int = 2
-    media_type: str = MEDIA_MANIFEST
-    raw: bytes = b""
-    digest: str = ""
-    mtime: float = 0.0
-
-    def encode(self) -> bytes:
-        """The manifest as Ollama writes it (Go encoder, field order, trailing newline)."""
-        return gojson.encode(
-            {
-                "schemaVersion": self.schema_version,
-                "mediaType": self.media_type,
-                "config": self.config.to_json(),
-                "layers": [layer.to_json() for layer in self.layers],
-            }
-        )
-
-    @classmethod
-    def parse(cls, raw: bytes) -> "Manifest":
-        """Parse and validate manifest bytes; raises ValueError naming the problem."""
-        if len(raw) > MAX_MANIFEST_BYTES:
-            raise ValueError("manifest is larger than 4 MiB")
-        try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"manifest is not JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise ValueError("manifest is not a JSON object")
-        layers = obj.get("layers") or []
-        if not isinstance(layers, list):
-            raise ValueError("manifest layers is not a list")
-        config = obj.get("config")
-        schema = obj.get("schemaVersion", 2)
-        return cls(
-            config=Layer.from_json(config, "manifest config") if config else Layer(MEDIA_CONFIG, "", 0),
-            layers=[Layer.from_json(item, f"manifest layer {i}") for i, item in enumerate(layers)],
-            schema_version=schema if isinstance(schema, int) else 2,
-            media_type=obj.get("mediaType") if isinstance(obj.get("mediaType"), str) else MEDIA_MANIFEST,
-            raw=raw,
-            digest=hashlib.sha256(raw).hexdigest(),
-        )
-
-    def descriptors(self) -> list[Layer]:
-        """Every layer and the config (the blobs this manifest references)."""
-        return [*self.layers, self.config] if self.config.digest else list(self.layers)
-
-    def size(self) -> int:
-        return sum(d.size for d in self.descriptors())
 
 
 @dataclass(frozen=True)
@@ -232,6 +116,11 @@ class Store:
         return path
 
     # -- blobs -----------------------------------------------------------------------------
+
+    def partial_path(self, digest: str) -> Path:
+        """Where a download of blob `digest` collects its bytes until they hashed to it."""
+        path = self.blob_path(digest)
+        return path.with_name(path.name + "-partial")
 
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
@@ -290,7 +179,7 @@ class Store:
             _fsync_file(f)
             os.chmod(tmp_path, 0o644)
             os.replace(tmp_path, final)
-            _fsync_dir(self.blobs_dir)
+            fsync_dir(self.blobs_dir)
         return BlobResult(digest, size, True)
 
     def put_bytes(self, data: bytes) -> BlobResult:
@@ -348,10 +237,9 @@ class Store:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ModelNotFound(f"model '{name.display_shortest()}' not found") from None
         try:
-            manifest = Manifest.parse(raw)
-        except ValueError as exc:
-            raise ServerError(f"manifest of {name.display_shortest()} is corrupt: {exc}") from None
-        manifest.mtime = mtime
+            manifest = dataclasses.replace(parse(raw), mtime=mtime)
+        except ManifestError as exc:
+            raise ServerError(f"model {name.display_shortest()}: {exc}") from None
         if name.digest and "sha256:" + manifest.digest != name.digest:
             raise ModelNotFound(f"model '{name.display_shortest()}@{name.digest}' not found")
         return manifest
@@ -372,13 +260,13 @@ class Store:
         """
         raw = manifest if isinstance(manifest, bytes) else manifest.encode()
         try:
-            parsed = Manifest.parse(raw)
-        except ValueError as exc:
-            raise BadRequest(f"invalid manifest: {exc}") from None
+            parsed = parse(raw)
+        except ManifestError as exc:
+            raise BadRequest(str(exc)) from None
         name = self.resolve(name)
         path = self.manifest_path(name)
         with self._store_lock:
-            for d in parsed.descriptors():
+            for d in parsed.blobs():
                 if not self.blob_path(d.digest).is_file():
                     raise MissingBlob(d.digest, "manifest references blob")
             old = self._read_quiet(path)
@@ -388,11 +276,10 @@ class Store:
                 _fsync_file(f)
                 os.chmod(tmp_path, 0o644)
                 os.replace(tmp_path, path)
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
             if old is not None:
                 self._prune_layers(old)
-        parsed.mtime = path.stat().st_mtime
-        return parsed
+        return dataclasses.replace(parsed, mtime=path.stat().st_mtime)
 
     def list(self) -> list[Entry]:
         """Every readable model (corrupt manifests and stray files are skipped, as in Ollama)."""
@@ -426,7 +313,7 @@ class Store:
             manifest = self.read_manifest(name)
             path = self.manifest_path(name)
             path.unlink()
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             self._prune_dirs(path.parent)
             self._prune_layers(manifest)
         return manifest
@@ -440,11 +327,11 @@ class Store:
                 continue
             rel = path.relative_to(self.manifests_dir)
             try:
-                manifest = Manifest.parse(path.read_bytes())
-            except (OSError, ValueError) as exc:
+                manifest = parse(path.read_bytes())
+            except (OSError, ManifestError) as exc:
                 problems.append(f"manifest {rel}: {exc}")
                 continue
-            for d in manifest.descriptors():
+            for d in manifest.blobs():
                 if not self.blob_path(d.digest).is_file():
                     problems.append(f"manifest {rel}: missing blob {d.digest}")
         if hash_blobs:
@@ -452,12 +339,9 @@ class Store:
                 m = _BLOB_FILE.fullmatch(path.name)
                 if m is None or not path.is_file():
                     continue
-                h = hashlib.sha256()
-                with open(path, "rb") as f:
-                    for chunk in iter(lambda: f.read(_CHUNK), b""):
-                        h.update(chunk)
-                if h.hexdigest() != m.group(1):
-                    problems.append(f"blob {path.name}: content hashes to sha256:{h.hexdigest()}")
+                actual = file_digest(path)
+                if actual != "sha256:" + m.group(1):
+                    problems.append(f"blob {path.name}: content hashes to {actual}")
         return problems
 
     # -- locking ------------------------------------------------------------------------------
@@ -494,8 +378,8 @@ class Store:
             if not path.is_file() or path.name.startswith(TMP_PREFIX):
                 continue
             try:
-                refs.update(d.digest for d in Manifest.parse(path.read_bytes()).descriptors())
-            except (OSError, ValueError):
+                refs.update(d.digest for d in parse(path.read_bytes()).blobs())
+            except (OSError, ManifestError):
                 return None
         return refs
 
@@ -506,7 +390,7 @@ class Store:
             refs = self.referenced()
             if refs is None:
                 return
-            for d in manifest.descriptors():
+            for d in manifest.blobs():
                 if d.digest not in refs:
                     with contextlib.suppress(FileNotFoundError):
                         self.blob_path(d.digest).unlink()
@@ -537,16 +421,22 @@ class Store:
         return removed
 
     def cleanup(self, grace_seconds: float = PRUNE_GRACE_SECONDS) -> list[Path]:
-        """Remove temp files left by a crash (older than the grace period, so a concurrent writer's
-        are kept). Nothing else ever reads them."""
+        """Start-up tidying: remove temp files left by a crash and interrupted downloads
+        (`-partial`), each only when untouched for the grace period. Nothing reads either.
+
+        Younger ones are kept: a temp file or a partial may be a write in progress on another
+        server sharing this store (a download writes at least once per read timeout, 60 s, or
+        gives up), and a partial left by a recent crash is resumed by the next pull of its blob.
+        """
         removed = []
         now = time.time()
-        candidates = list(self.blobs_dir.glob(TMP_PREFIX + "*")) + list(
-            self.manifests_dir.glob("*/*/*/" + TMP_PREFIX + "*")
-        )
+        candidates = [*self.blobs_dir.glob(TMP_PREFIX + "*"), *self.manifests_dir.glob("*/*/*/" + TMP_PREFIX + "*")]
+        candidates += [p for p in self.blobs_dir.glob("sha256-*-partial*") if is_partial_download(p.name)]
         for path in candidates:
             with contextlib.suppress(FileNotFoundError):
-                if now - path.stat().st_mtime >= grace_seconds:
+                if path.is_symlink() or not path.is_file():
+                    continue  # never made by the store (an operator's, fsck reports it)
+                if now - path.lstat().st_mtime >= grace_seconds:
                     path.unlink()
                     removed.append(path)
         return removed
@@ -572,13 +462,13 @@ class Store:
             directory = directory.parent
         for d in reversed(missing):
             d.mkdir(exist_ok=True)
-            _fsync_dir(d.parent)
+            fsync_dir(d.parent)
 
     @staticmethod
     def _read_quiet(path: Path) -> Manifest | None:
         try:
-            return Manifest.parse(path.read_bytes())
-        except (OSError, ValueError):
+            return parse(path.read_bytes())
+        except (OSError, ManifestError):
             return None
 
     @contextlib.contextmanager
@@ -628,6 +518,11 @@ class _StoreLock:
             self._fd = None
 
 
+def is_partial_download(filename: str) -> bool:
+    """A file name in blobs/ of an interrupted download (`cleanup` removes stale ones)."""
+    return _PARTIAL_FILE.fullmatch(filename) is not None
+
+
 def _iter_chunks(source: Iterable[bytes] | IO[bytes]) -> Iterator[bytes]:
     if hasattr(source, "read"):
         while True:
@@ -660,7 +555,8 @@ def _fsync_file(f: BinaryIO) -> None:
     os.fsync(f.fileno())
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or an unlink in `directory` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

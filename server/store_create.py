@@ -23,7 +23,7 @@ from typing import Any, Iterator
 from server import gojson
 from server.errors import BadRequest, InvalidModel, InvalidName, MissingBlob, ModelNotFound, NotFound
 from server.gguf_info import GGUFInfo, is_gguf
-from server.store import (
+from server.manifest import (
     MEDIA_ADAPTER,
     MEDIA_CONFIG,
     MEDIA_LICENSE,
@@ -35,10 +35,10 @@ from server.store import (
     MEDIA_TEMPLATE,
     Layer,
     Manifest,
-    Store,
+    digest_of,
     normalize_digest,
-    sha256_digest,
 )
+from server.store import Store
 from toolchain.format import human_number
 from toolchain.names import Name, parse_name
 
@@ -158,8 +158,8 @@ def execute(store: Store, p: Plan) -> Iterator[dict[str, Any]]:
     for status in p.statuses:
         yield {"status": status}
     config_data = gojson.encode(p.config)
-    digests = [item.digest if isinstance(item, Layer) else sha256_digest(item.data) for item in p.layers]
-    with store.lock(p.name), store.pin([*digests, sha256_digest(config_data)]):
+    digests = [item.digest if isinstance(item, Layer) else digest_of(item.data) for item in p.layers]
+    with store.lock(p.name), store.pin([*digests, digest_of(config_data)]):
         layers: list[Layer] = []
         for item in p.layers:
             if isinstance(item, Layer):
@@ -220,7 +220,7 @@ def _from_model(store: Store, ref: str) -> tuple[list[Layer | _NewBlob], dict[st
     except ModelNotFound:
         raise NotFound(f'model "{ref}" not found, try pulling it first') from None
     short = store.resolve(name).display_shortest()
-    for d in manifest.descriptors():
+    for d in manifest.blobs():
         if not store.has_blob(d.digest):
             raise MissingBlob(d.digest, f"model '{short}' is incomplete: blob")
     layers: list[Layer | _NewBlob] = [

@@ -17,7 +17,7 @@ from typing import Any
 from server import gojson
 from server.errors import InvalidModel, ModelNotFound, ServerError
 from server.gguf_info import GGUFInfo
-from server.store import (
+from server.manifest import (
     MEDIA_ADAPTER,
     MEDIA_LICENSE,
     MEDIA_MESSAGES,
@@ -28,8 +28,8 @@ from server.store import (
     MEDIA_SYSTEM,
     MEDIA_TEMPLATE,
     Manifest,
-    Store,
 )
+from server.store import Store
 from toolchain import modelfile as mf
 from toolchain.names import Name
 

@@ -8,20 +8,20 @@ and stands in for a server without the lock route (it answers 404 there, as a re
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import ContextManager
 
 import httpx
 import pytest
 
-from server.routes.lock import ApplyLock
+from server.routes.lock import LOCK_FILE, ApplyLock, Lease
 from tests.support.faultproxy import FaultProxy, Hold, Respond
-from tests.support.server import REPO_ROOT, ServerProcess, start_server
+from tests.support.cli import finish, read_until, stack_process
+from tests.support.project import remove_models, write_files
+from tests.support.server import ServerProcess, start_server
 from toolchain import keys as kf
 from toolchain.cli import main
 from toolchain.client import Client, base_url
@@ -48,57 +48,24 @@ FILES = {
 LOCK = "/api/corral/lock"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    with start_server() as srv:
-        yield srv
-
-
 @pytest.fixture
-def clean(server):
+def clean(shared_stack_server):
     """An empty, unlocked server for each test."""
-    with Client(server.url) as c:
-        for m in c.tags():
-            c.delete(m["name"])
+    remove_models(shared_stack_server.url)
+    with Client(shared_stack_server.url) as c:
         assert c.lock_holder() == {"locked": False}
-    return server
+    return shared_stack_server
 
 
 def workdir(path: Path, url: str, tiny: Path, owner: str) -> tuple[Path, dict[str, str]]:
     """A stack in its own folder, and the environment of an apply run from it (own lock-file folder)."""
-    path.mkdir(parents=True, exist_ok=True)
-    for name, text in FILES.items():
-        (path / name).write_text(text)
-    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath, "CORRAL_URL": url,
-           "TINY_GGUF": str(tiny), "CORRAL_LOCK_DIR": str(path), "CORRAL_LOCK_OWNER": owner}
+    write_files(path, FILES)
+    env = {"CORRAL_URL": url, "TINY_GGUF": str(tiny), "CORRAL_LOCK_DIR": str(path), "CORRAL_LOCK_OWNER": owner}
     return path, env
 
 
-def start_apply(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "toolchain.cli", "apply", "--auto-approve", *args],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
-def read_until(proc: subprocess.Popen, start: str) -> list[str]:
-    """stdout lines up to and including the first that starts with `start` (or all, if it ends first)."""
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith(start):
-            break
-    return seen
-
-
-def finish(proc: subprocess.Popen) -> tuple[str, str]:
-    try:
-        return proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def applying(cwd: Path, env: dict[str, str], *args: str) -> ContextManager[subprocess.Popen]:
+    return stack_process("apply", "--auto-approve", *args, cwd=cwd, env=env)
 
 
 def in_dir(path: Path, env: dict[str, str], monkeypatch, *args: str) -> int:
@@ -116,23 +83,65 @@ def held_create(server: ServerProcess) -> tuple[FaultProxy, threading.Event]:
     return proxy, release
 
 
-# -- the lease, as pure logic (a clock the test moves) ------------------------------------------------
+# -- the lease, as logic (a clock the test moves) over its file --------------------------------------
 
 
-def test_lease_table():
+def test_lease_table(tmp_path):
     now = [1000.0]
-    lock = ApplyLock(clock=lambda: now[0])
+    lock = ApplyLock(tmp_path / LOCK_FILE, clock=lambda: now[0])
     lease, held = lock.acquire("alice", 10)
     assert lease is not None and held is None and lease.expires == 1010.0
     assert lock.acquire("bob", 10) == (None, lease)
     now[0] = 1009.0
-    assert lock.renew(lease.id, None) is lease and lease.expires == 1019.0  # renewal restarts the TTL
+    renewed = lock.renew(lease.id, None)  # renewal restarts the TTL
+    assert renewed == Lease(lease.id, "alice", 1000.0, 1019.0, 10) and lock.holder() == renewed
     assert lock.renew("not-the-id", 5) is None and lock.release("not-the-id") is False
     now[0] = 1019.0  # expired: as if released
     assert lock.holder() is None and lock.renew(lease.id, 10) is None
     bob, _ = lock.acquire("bob", 5)
     assert bob is not None and bob.id != lease.id
     assert lock.release(bob.id) is True and lock.holder() is None
+
+
+def test_the_lease_is_shared_through_its_file(tmp_path):
+    """Two servers on one store (or one server before and after a restart) see one lease."""
+    path = tmp_path / LOCK_FILE
+    first, second = ApplyLock(path), ApplyLock(path)
+    lease, _ = first.acquire("alice", 60)
+    assert lease is not None and second.acquire("bob", 60) == (None, lease)
+    assert second.renew(lease.id, 120) is not None and first.holder().ttl == 120
+    assert oct(path.stat().st_mode & 0o777) == "0o600"  # the file holds the lease id
+    assert second.release(lease.id) and first.holder() is None
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"{", b"[]", b'{"id": "x"}', b"null",
+    b'{"id": 1, "owner": "a", "since": 0, "expires": 9e18, "ttl": 60}',
+    b'{"id": "x", "owner": "a", "since": 0, "expires": true, "ttl": 60}',
+    b'{"id": "x", "owner": "a", "since": 0, "expires": 1, "ttl": 60}',  # expired long ago
+    b'{"id": "x", "owner": "a", "since": 0, "expires": 9e18, "ttl": 60, "extra": 1}',
+    b"[" * 100_000,
+])
+def test_an_unreadable_or_expired_lock_file_is_no_lock(tmp_path, content):
+    path = tmp_path / LOCK_FILE
+    path.write_bytes(content)
+    lock = ApplyLock(path)
+    assert lock.holder() is None
+    lease, _ = lock.acquire("alice", 60)
+    assert lease is not None and ApplyLock(path).holder() == lease
+
+
+def test_a_lease_survives_a_server_restart(tmp_path):
+    models = tmp_path / "models"
+    with start_server(models) as srv:
+        lease = httpx.post(srv.url + LOCK, json={"owner": "alice@ci", "ttl": 60}).json()
+    with start_server(models) as srv:
+        shown = httpx.get(srv.url + LOCK).json()
+        assert shown == {"locked": True, "owner": "alice@ci", "since": lease["since"], "expires_at": lease["expires_at"]}
+        assert httpx.post(srv.url + LOCK, json={"owner": "bob", "ttl": 60}).status_code == 409
+        assert httpx.put(f"{srv.url}{LOCK}/{lease['id']}", json={}).status_code == 200  # the apply goes on
+        assert httpx.delete(f"{srv.url}{LOCK}/{lease['id']}").status_code == 200
+        assert httpx.get(srv.url + LOCK).json() == {"locked": False}
 
 
 def test_fallback_decision_on_the_lock_route():
@@ -176,7 +185,7 @@ def test_acquire_conflict_renew_release(clean):
     ({"owner": "a", "ttl": 0}, "ttl"),
     ({"owner": "a", "ttl": 3601}, "ttl"),
     ([1], "JSON object"),
-    ("not json", "not JSON"),
+    ("not json", "invalid JSON in request body"),
 ])
 def test_bad_bodies_name_the_field(clean, body, field):
     kw = {"content": body} if isinstance(body, str) else {"json": body}
@@ -235,17 +244,17 @@ def test_second_concurrent_apply_fails_naming_the_holder(clean, tmp_path, tiny_g
     with proxy:
         one, env_one = workdir(tmp_path / "one", f"http://{proxy.host}", tiny_gguf, "first-apply@ci")
         two, env_two = workdir(tmp_path / "two", clean.url, tiny_gguf, "second-apply@laptop")
-        first = start_apply(one, env_one)
-        try:
-            seen = read_until(first, "[local] 1/2 creating base:latest")
-            assert seen[-1].startswith("[local] 1/2 creating"), seen  # the first apply holds the lock now
-            assert in_dir(two, env_two, monkeypatch) == 1
-            err = capsys.readouterr().err
-            assert f"another stack apply is running against {clean.url}: locked by first-apply@ci since" in err
-            assert "wait for it to finish" in err
-        finally:
-            release.set()
-        out, err = finish(first)
+        with applying(one, env_one) as first:
+            try:
+                seen = read_until(first, "[local] 1/2 creating base:latest")
+                assert seen[-1].startswith("[local] 1/2 creating"), seen  # the first apply holds the lock now
+                assert in_dir(two, env_two, monkeypatch) == 1
+                err = capsys.readouterr().err
+                assert f"another stack apply is running against {clean.url}: locked by first-apply@ci since" in err
+                assert "wait for it to finish" in err
+            finally:
+                release.set()
+            out, err = finish(first)
     assert first.returncode == 0, (out, err)
     assert "Apply complete: 2 of 2 change(s) made." in out
     with Client(clean.url) as c:
@@ -258,13 +267,13 @@ def test_an_apply_waits_for_the_lock_then_runs(clean, tmp_path, tiny_gguf):
     path, env = workdir(tmp_path / "w", clean.url, tiny_gguf, "waiter")
     with Client(clean.url) as other:  # another machine's apply holds the lock
         lease = other.lock_acquire("ci-runner-7", 60)
-        proc = start_apply(path, env, "--lock-timeout", "120")
-        try:
-            seen = read_until(proc, "waiting for another stack apply against")
-            assert "locked by ci-runner-7 since" in seen[-1], seen
-        finally:
-            other.lock_release(lease["id"])
-        out, err = finish(proc)
+        with applying(path, env, "--lock-timeout", "120") as proc:
+            try:
+                seen = read_until(proc, "waiting for another stack apply against")
+                assert "locked by ci-runner-7 since" in seen[-1], seen
+            finally:
+                other.lock_release(lease["id"])
+            out, err = finish(proc)
     assert proc.returncode == 0, (out, err)
     assert "Apply complete: 2 of 2 change(s) made." in out
 
@@ -282,15 +291,15 @@ def test_the_lock_is_released_on_ctrl_c(clean, tmp_path, tiny_gguf):
     proxy, release = held_create(clean)
     with proxy:
         path, env = workdir(tmp_path / "c", f"http://{proxy.host}", tiny_gguf, "interrupted")
-        proc = start_apply(path, env)
-        try:
-            seen = read_until(proc, "[local] 1/2 creating")
-            with Client(clean.url) as c:
-                assert c.lock_holder()["owner"] == "interrupted", seen
-            proc.send_signal(signal.SIGINT)
-            out, err = finish(proc)
-        finally:
-            release.set()
+        with applying(path, env) as proc:
+            try:
+                seen = read_until(proc, "[local] 1/2 creating")
+                with Client(clean.url) as c:
+                    assert c.lock_holder()["owner"] == "interrupted", seen
+                proc.send_signal(signal.SIGINT)
+                out, err = finish(proc)
+            finally:
+                release.set()
     assert proc.returncode == 130, (out, err)
     with Client(clean.url) as c:
         assert c.lock_holder() == {"locked": False}

@@ -95,6 +95,7 @@ import select  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
+from tests.support.cli import run_stack  # noqa: E402
 from tests.support.server import REPO_ROOT, start_server  # noqa: E402
 from toolchain.cli.run_cmd import Session  # noqa: E402
 from toolchain.client import Client  # noqa: E402
@@ -120,9 +121,7 @@ def server(tmp_path_factory, tiny_gguf):
 
 
 def stack(srv, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OLLAMA_HOST": srv.host_env}
-    return subprocess.run([sys.executable, "-m", "toolchain.cli", *args], cwd=REPO_ROOT, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=120)
+    return run_stack(*args, env={"OLLAMA_HOST": srv.host_env}, stdin=stdin)
 
 
 def test_run_one_shot_ps_and_stop(server):

@@ -6,20 +6,18 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import ollama
 
-from tests.support.server import REPO_ROOT, free_port, start_server
+from tests.support.cli import run_stack
+from tests.support.server import free_port, start_server
 from toolchain import keys as kf
 
 
 def stack(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if k != "CORRAL_TOKEN"}
-    return subprocess.run([sys.executable, "-m", "toolchain.cli", *args], cwd=REPO_ROOT, env={**full, **(env or {})},
-                          capture_output=True, text=True, timeout=120)
+    return run_stack(*args, env=env)
 
 
 def make_store(tmp_path: Path, tiny_gguf: Path) -> Path:
@@ -40,6 +38,23 @@ def test_fsck_clean_store(tmp_path, tiny_gguf):
     r = stack("fsck", "--format", "json", env={"OLLAMA_MODELS": str(models)})
     report = json.loads(r.stdout)
     assert (report["clean"], report["manifests"], report["blobs"], report["errors"]) == (True, 2, 3, [])
+
+
+def test_serve_start_up_removes_stale_partials_and_keeps_fresh_ones(tmp_path, tiny_gguf):
+    models = make_store(tmp_path, tiny_gguf)
+    blobs = models / "blobs"
+    stale = [blobs / ("sha256-" + "c" * 64 + "-partial"), blobs / ("sha256-" + "d" * 64 + "-partial-0")]
+    fresh = blobs / ("sha256-" + "e" * 64 + "-partial")  # a recent crash's download, to be resumed
+    for path in stale + [fresh]:
+        path.write_bytes(b"half")
+    old = time.time() - 7200
+    for path in stale:
+        os.utime(path, (old, old))
+    with start_server(models) as srv:
+        assert ollama.Client(host=srv.url).show("tiny").modelfile  # the store is otherwise untouched
+    assert [p.exists() for p in stale + [fresh]] == [False, False, True]
+    r = stack("fsck", "--models", str(models))
+    assert r.returncode == 0 and f"leftover: blobs/{fresh.name}" in r.stdout.splitlines(), r.stdout
 
 
 def test_fsck_finds_every_broken_invariant_and_repair_touches_only_leftovers(tmp_path, tiny_gguf):
@@ -66,7 +81,7 @@ def test_fsck_finds_every_broken_invariant_and_repair_touches_only_leftovers(tmp
     assert r.returncode == 1
     lines = r.stdout.splitlines()
     assert f"error: blob {system_path.name}: content hashes to sha256:{hashlib.sha256(b'tampered').hexdigest()}" in lines
-    assert any(line.startswith("error: manifest registry.ollama.ai/other/tiny/v2: manifest is not JSON") for line in lines)
+    assert any(line.startswith("error: manifest registry.ollama.ai/other/tiny/v2: invalid manifest: not JSON (JSONDecodeError)") for line in lines)
     assert "leftover: blobs/.tmp-0123456789abcdef" in lines and "note: unexpected file blobs/notes.txt" in lines
     assert lines[-1].endswith("4 leftovers: 2 errors")
 

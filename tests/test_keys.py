@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
-import sys
 import threading
 
 import pytest
 
-from tests.support.server import REPO_ROOT
+from tests.support.cli import run_stack
 from toolchain import keys as kf
 
 
@@ -122,9 +120,7 @@ def test_default_path(tmp_path):
 
 
 def _stack(*args: str, keys_file) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CORRAL_KEYS_FILE": str(keys_file)}
-    return subprocess.run([sys.executable, "-m", "toolchain.cli", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return run_stack(*args, env={"CORRAL_KEYS_FILE": str(keys_file)}, timeout=60)
 
 
 def test_cli_add_list_revoke(tmp_path):

@@ -10,11 +10,7 @@ under RLIMIT_FSIZE, so writes past the limit fail with EFBIG as on a full file s
 from __future__ import annotations
 
 import hashlib
-import os
 import resource
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -22,9 +18,8 @@ import pytest
 
 from server.store import Store
 from tests.support.faultproxy import Cut, FaultProxy
-from tests.support.server import REPO_ROOT, ServerProcess, _wait_ready, free_port, start_server
+from tests.support.server import ServerProcess, start_server
 from toolchain.cli import main
-from toolchain.names import parse_name
 
 
 def create(srv: ServerProcess, name: str, gguf: Path, system: str = "You are a support bot.") -> None:
@@ -173,25 +168,11 @@ def start_limited_server(models: Path, max_file_bytes: int) -> ServerProcess:
     """`stack serve` whose files may not grow past `max_file_bytes` (RLIMIT_FSIZE): a full disk
     for every write the store makes, without root or a tmpfs. Python ignores SIGXFSZ, so a
     write past the limit fails with EFBIG."""
-    models.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log_path = Path(tempfile.mkdtemp(prefix="corral-serve-")) / "serve.log"
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
 
-    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models)}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "toolchain.cli", "serve"],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=limit,
-        )
-    server = ServerProcess(proc, port, models, log_path)
-    if not _wait_ready(server, 60):
-        server.stop()
-        raise RuntimeError(server.log())
-    return server
+    return start_server(models, preexec_fn=limit)
 
 
 def test_disk_full_fails_cleanly_and_leaves_the_store_unchanged(servers, tmp_path, tiny_gguf):

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server.manifest import MEDIA_MANIFEST, digest_of
 from server.registry import pull as pull_mod
-from server.registry.protocol import MANIFEST_MEDIA_TYPE, digest_of
 from tests.support.faultproxy import Cut, FaultProxy, Garbage, Hold, Respond
 from tests.support.models import manifest_bytes, put_blob, put_model, store_files
 from tests.support.registry_server import ThreadServer
@@ -111,7 +111,7 @@ def test_a_registry_serving_a_manifest_that_differs_from_the_pinned_digest_is_re
     other = registry.manifest.replace(b"\n", b" \n")
     pinned = digest_of(registry.manifest)
     with FaultProxy(registry.port) as proxy:
-        proxy.add(lambda s: "/manifests/" in s.path, Respond(200, other, {"Content-Type": MANIFEST_MEDIA_TYPE}))
+        proxy.add(lambda s: "/manifests/" in s.path, Respond(200, other, {"Content-Type": MEDIA_MANIFEST}))
         before = store_files(puller.models)
         _, lines = call(puller, "/api/pull", {"model": f"{proxy.host}/team/bot:v2@{pinned}", "insecure": True})
     assert lines[-1]["error"] == (

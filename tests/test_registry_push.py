@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server.manifest import MEDIA_MANIFEST, digest_of
 from server.registry import push as push_mod
-from server.registry.protocol import MANIFEST_MEDIA_TYPE, digest_of
 from tests.support.faultproxy import FaultProxy
 from tests.support.models import manifest_bytes, put_model, store_files
 from tests.support.registry_server import ThreadServer
@@ -162,7 +162,7 @@ def test_v2_manifest_put_checks_blobs_size_and_json(registry):
     data = b"{}"
     cfg = {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": digest_of(data), "size": 2}
     good = manifest_bytes(cfg, [])
-    headers = {"Content-Type": MANIFEST_MEDIA_TYPE}
+    headers = {"Content-Type": MEDIA_MANIFEST}
     r = http.put("/v2/team/bot/manifests/v1", content=good, headers=headers)
     assert (r.status_code, r.json()["errors"][0]["code"]) == (400, "MANIFEST_BLOB_UNKNOWN")
     assert _upload(http, data, digest_of(data)).status_code == 201
@@ -181,7 +181,7 @@ def test_v2_manifest_put_checks_blobs_size_and_json(registry):
     r = http.put("/v2/team/bot/manifests/v1", content=good, headers=headers)
     assert r.status_code == 201 and r.headers["docker-content-digest"] == digest_of(good)
     r = http.get("/v2/team/bot/manifests/v1")
-    assert (r.content, r.headers["content-type"]) == (good, MANIFEST_MEDIA_TYPE)
+    assert (r.content, r.headers["content-type"]) == (good, MEDIA_MANIFEST)
     r = http.get(f"/v2/team/bot/manifests/{digest_of(good)}")
     assert r.content == good
     assert http.get("/v2/team/bot/manifests/sha256:" + "0" * 64).status_code == 404

@@ -83,6 +83,8 @@ BAD = [
     ("proxy.rate_limit", {"requests_per_second": 0}, "greater than or equal to 1"),
     ("proxy.server_name", "bad name;", "is not a host name"),
     ("proxy.unknown", 1, "Extra inputs are not permitted"),
+    ("proxy.upstream_token_env", "OPS_TOKEN", "upstream_token_env OPS_TOKEN is also a client's token_env"),
+    ("proxy.upstream_token_env", "replica key", "upstream_token_env 'replica key' is not an environment variable name"),
     ("webui.presets.0.model", "llama3:8b", "preset 'helpdesk' is for model 'llama3:8b', which the stack does not declare"),
     ("webui.presets.0.id", "two words", "must be one word"),
     ("webui.default_models", ["nope"], "default model 'nope' is neither"),
@@ -261,6 +263,15 @@ def test_systemd_units_are_hardened(key_file):
     assert "ReadWritePaths=/var/lib/corral/models\n" in units["systemd/corral.service"]
     assert "User=corral\n" in units["systemd/corral.service"]
     assert "ExecStart=/usr/local/bin/open-webui serve --host 127.0.0.1 --port 3000\n" in units["systemd/open-webui.service"]
+    # systemd creates the store (owned by User=) before it mounts ReadWritePaths=, which must exist.
+    assert "StateDirectory=corral/models\n" in units["systemd/corral.service"]
+    assert "Environment=CORRAL_KEYS_FILE=/etc/corral/keys.json\n" in units["systemd/corral.service"]
+    assert "Environment=STATIC_DIR=/var/lib/open-webui/static\n" in units["systemd/open-webui.service"]
+
+
+def test_a_store_outside_var_lib_is_only_a_read_write_path(key_file):
+    unit = render_public(render_input.make(key_file, store="/srv/models"))["systemd/corral.service"]
+    assert "ReadWritePaths=/srv/models\n" in unit and "StateDirectory" not in unit
 
 
 def _location(conf: str, header: str) -> str:
@@ -294,3 +305,22 @@ def test_each_route_gets_its_buffering_scope_and_body_limit(key_file, header, st
     for line in ("gzip off;", "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
                  "proxy_read_timeout 600s;", "proxy_send_timeout 600s;", "client_max_body_size 10m;"):
         assert f"    {line}\n" in server
+
+
+def test_with_an_upstream_key_nginx_sends_the_replicas_key_not_the_clients(key_file):
+    data = render_input.stack_data(key_file)
+    plain = render_public(RenderInput.model_validate(data))
+    assert '    proxy_set_header Authorization "";\n' in plain["nginx/corral.conf"]
+    data["proxy"]["upstream_token_env"] = "REPLICA_KEY"
+    inp = RenderInput.model_validate(data)
+    public = render_public(inp)
+    for rel in ("nginx/corral.conf", "compose/corral.conf"):
+        assert "    include corral-upstream.conf;\n" in public[rel]
+        assert "proxy_set_header Authorization" not in public[rel].split("# Open WebUI")[0]
+    assert "nginx/corral-upstream.conf" in secret_paths(inp)
+    assert "/nginx/corral-upstream.conf\n" in public[GITIGNORE]
+    assert '"./nginx/corral-upstream.conf:/etc/nginx/corral-upstream.conf:ro"' in public["compose.yaml"]
+    key = "replica-0123456789abcdef"
+    secret = render_secret(inp, Secrets(**{**SECRETS.__dict__, "upstream_token": key}))
+    assert secret["nginx/corral-upstream.conf"].endswith(f'proxy_set_header Authorization "Bearer {key}";\n')
+    assert not any(key in text for text in public.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -172,3 +173,33 @@ def test_stack_plan_lists_rendered_files_that_would_change(stack_server, tmp_pat
     path.write_text(text.replace("18080", "18081"))
     assert main(["plan", "-f", str(path), "--detailed-exitcode"]) == 2
     assert "  ~ nginx/corral.conf" in capsys.readouterr().out
+
+
+def test_stack_plan_json_and_markdown_list_rendered_files(stack_server, tmp_path, monkeypatch, capsys):
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    path = tmp_path / "stack.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        version: 1
+        targets:
+          a: {{url: "{stack_server.url}"}}
+        models: {{}}
+        proxy:
+          listen: "127.0.0.1:18080"
+          clients:
+            - {{name: alice, token_env: ALICE_TOKEN}}
+        """))
+    saved = tmp_path / "plan.json"
+    assert main(["plan", "-f", str(path), "--format", "json", "--out", str(saved), "--detailed-exitcode"]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["changed"] is True and doc["summary"]["create"] == 0
+    assert {"action": "create", "path": "nginx/corral.conf"} in doc["rendered_files"]
+    assert doc["webui_presets"] is None  # no webui section, nothing compared
+    assert "rendered_files" not in json.loads(saved.read_text())  # a saved plan is what apply performs: models
+    assert main(["plan", "-f", str(path), "--format", "markdown"]) == 0
+    assert "- `+` `nginx/corral.conf`\n" in capsys.readouterr().out
+    assert main(["render", "-f", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["plan", "-f", str(path), "--format", "json", "--detailed-exitcode"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["changed"] is False and doc["rendered_files"] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 
@@ -10,6 +11,7 @@ import pytest
 from tests.support import render_input
 from toolchain.render import render_public, render_secret
 from toolchain.render import files
+from toolchain.render.model import RenderInput
 from toolchain.render.secrets import RenderError, collect
 
 needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not on PATH")
@@ -187,3 +189,20 @@ def test_operator_provided_token_file_is_included_not_written(tmp_path, key_file
     assert "nginx/corral-tokens.conf" not in written
     assert f"    include {tokens};\n" in (out / "nginx" / "corral.conf").read_text()
     assert "webui_0123456789abcdef" in (out / "open-webui" / "secrets.env").read_text()
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (None, "environment variable REPLICA_KEY (the replicas' API key that nginx sends) is not set"),
+        ("short", "environment variable REPLICA_KEY (the replicas' API key) is not a usable bearer token"),
+        ("alice-0123456789abcdef", "REPLICA_KEY (the replicas' API key) holds the token of proxy client 'alice'"),
+    ],
+)
+def test_the_upstream_key_variable_is_checked_before_anything_is_written(key_file, value, message):
+    data = render_input.stack_data(key_file)
+    data["proxy"]["upstream_token_env"] = "REPLICA_KEY"
+    inp = RenderInput.model_validate(data)
+    env = render_input.environment(**({"REPLICA_KEY": value} if value is not None else {}))
+    with pytest.raises(RenderError, match=re.escape(message)):
+        collect(inp, env)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import socket
 import ssl
+import stat
 import subprocess
 import textwrap
 import threading
@@ -34,7 +35,8 @@ ENV = {"USER_TOKEN": USER, "ADMIN_TOKEN": ADMIN, "OTHER_TOKEN": OTHER}
 
 
 def _stack(
-    replicas: list[str], port: int, *, rps: int = 1000, burst: int = 1000, user_body: str = "64k", streams: int = 4
+    replicas: list[str], port: int, *, rps: int = 1000, burst: int = 1000, user_body: str = "64k", streams: int = 4,
+    upstream_env: str | None = None,
 ) -> str:
     targets = "".join(f"  r{i}: {{url: \"http://{r}\"}}\n" for i, r in enumerate(replicas, start=1))
     return textwrap.dedent(
@@ -54,7 +56,9 @@ def _stack(
           max_fails: 1
           fail_timeout: 30
         """
-    ).format(targets=targets, port=port, rps=rps, burst=burst, user_body=user_body, streams=streams)
+    ).format(targets=targets, port=port, rps=rps, burst=burst, user_body=user_body, streams=streams) + (
+        f"  upstream_token_env: {upstream_env}\n" if upstream_env else ""
+    )
 
 
 def _render_and_start(tmp: Path, replicas: list[str], monkeypatch, **kw) -> Nginx:
@@ -429,3 +433,33 @@ def test_concurrent_streams_per_client_are_capped_with_429(replicas, tmp_path, m
                         break
                     time.sleep(0.02)
                 assert r.status_code == 404
+
+
+def test_replicas_that_require_keys_get_their_key_from_nginx_never_the_clients_token(tmp_path, monkeypatch):
+    """A replica on a network requires API keys; nginx sends the replicas' key (proxy.upstream_token_env)."""
+    from toolchain import keys
+
+    keys_file = tmp_path / "keys.json"
+    replica_key = keys.add(keys_file, "edge", "admin")
+    with start_server(tmp_path / "models", env={"CORRAL_KEYS_FILE": str(keys_file)}) as replica:
+        assert httpx.get(replica.url + "/api/tags", headers=_auth(USER)).status_code == 401  # not a replica key
+        # Without the upstream key, nginx strips the client's token and the replica refuses.
+        (tmp_path / "plain").mkdir()
+        (tmp_path / "keyed").mkdir()
+        with _render_and_start(tmp_path / "plain", [replica.host_env], monkeypatch) as nginx:
+            r = httpx.get(nginx.url + "/api/tags", headers=_auth(USER))
+            assert r.status_code == 401 and r.headers["content-type"].startswith("application/json")
+        monkeypatch.setenv("REPLICA_KEY", replica_key)
+        with _render_and_start(tmp_path / "keyed", [replica.host_env], monkeypatch, upstream_env="REPLICA_KEY") as nginx:
+            rendered = tmp_path / "keyed" / "rendered" / "nginx"
+            assert stat.S_IMODE((rendered / "corral-upstream.conf").stat().st_mode) == 0o600
+            assert replica_key not in (rendered / "corral.conf").read_text()
+            with httpx.Client(base_url=nginx.url, timeout=60) as client:
+                assert client.get("/api/tags", headers=_auth(USER)).status_code == 200
+                assert client.get("/api/tags").status_code == 401  # nginx still judges the client first
+                r = client.post("/api/create", json={"model": "x", "from": "nope"}, headers=_auth(USER))
+                assert r.status_code == 403  # scopes are nginx's: the replica key is admin, the client is not
+                r = client.post("/api/show", json={"model": "nope"}, headers=_auth(ADMIN))
+                assert r.status_code == 404  # the replica's own answer, reached with its key
+            log = nginx.access_log()
+            assert replica_key not in log and USER not in log

@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import git
 import pytest
 
-from tests.support.server import start_server
+from tests.support.cli import finish, read_until, stack_process
+from tests.support.project import enter, remove_models, write_files
 from tests.support.tiny_gguf import write_tiny_llama
 from toolchain.cli import main
 from toolchain.client import Client, base_url
@@ -47,9 +50,8 @@ REVIEW_MF = "FROM base\nSYSTEM You review code.\nPARAMETER num_ctx 4096\nPARAMET
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with start_server(tmp_path_factory.mktemp("models")) as srv:
-        yield srv
+def server(shared_stack_server):
+    return shared_stack_server
 
 
 @pytest.fixture
@@ -58,18 +60,11 @@ def repo(tmp_path, tiny_gguf, server, monkeypatch):
     r.config_writer().set_value("user", "name", "t").set_value("user", "email", "t@example.com").release()
     files = {"stacks/stack.yaml": STACK, "modelfiles/base.Modelfile": BASE_MF,
              "modelfiles/support-bot.Modelfile": BOT_MF, "modelfiles/code-review.Modelfile": REVIEW_MF}
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
+    write_files(tmp_path, files)
     r.index.add(list(files))
     r.index.commit("stack")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CORRAL_URL", server.url)
-    monkeypatch.setenv("TINY_GGUF", str(tiny_gguf))
-    monkeypatch.setenv("CORRAL_LOCK_DIR", str(tmp_path))
-    with Client(server.url) as c:  # a clean server for every test
-        for m in c.tags():
-            c.delete(m["name"])
+    enter(tmp_path, monkeypatch, CORRAL_URL=server.url, TINY_GGUF=str(tiny_gguf))
+    remove_models(server.url)  # a clean server for every test
     return r
 
 
@@ -239,31 +234,12 @@ def test_markdown_plan_for_a_pull_request(repo, server, capsys):
 
 
 def test_ctrl_c_while_waiting_for_the_lock(repo, server, tmp_path):
-    import signal
-    import subprocess
-    import sys
-
-    from tests.support.server import REPO_ROOT
-
-    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
-    with apply_lock(base_url(server.url)), open(tmp_path / "err.txt", "w") as errors:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "toolchain.cli", "apply", "-f", "stacks/stack.yaml", "--auto-approve", "--lock-timeout", "120"],
-            cwd=repo.working_tree_dir, env=env, stdout=subprocess.PIPE, stderr=errors, text=True,
-        )
-        seen = []
-        try:
-            for line in proc.stdout:
-                seen.append(line)
-                if line.startswith("waiting for another stack apply against"):
-                    break
-            proc.send_signal(signal.SIGINT)
-            out, _ = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    args = ["apply", "-f", "stacks/stack.yaml", "--auto-approve", "--lock-timeout", "120"]
+    with apply_lock(base_url(server.url)), open(tmp_path / "err.txt", "w") as errors, \
+            stack_process(*args, cwd=repo.working_tree_dir, stderr=errors) as proc:
+        seen = read_until(proc, "waiting for another stack apply against")
+        proc.send_signal(signal.SIGINT)
+        out, _ = finish(proc, timeout=60)
     err = (tmp_path / "err.txt").read_text()
     assert proc.returncode == 130, (seen, err)
     assert "Interrupted after 0 change(s); every model is either old or new." in err, (out, err)
@@ -297,28 +273,14 @@ def test_saved_plan_with_a_missing_weights_file(repo, server, tmp_path, tiny_ggu
 @pytest.mark.e2e
 def test_ctrl_c_during_an_upload_leaves_every_model_old_or_new(repo, server, gemma_gguf, capsys, monkeypatch):
     """Interrupt while the real Gemma weights (~250 MB) are being uploaded, then converge."""
-    import signal
-    import subprocess
-    import sys
-
-    from tests.support.server import REPO_ROOT
-
-    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, "TINY_GGUF": str(gemma_gguf)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "toolchain.cli", "apply", "-f", "stacks/stack.yaml", "--auto-approve"],
-        cwd=repo.working_tree_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
+    args = ["apply", "-f", "stacks/stack.yaml", "--auto-approve"]
+    with stack_process(*args, cwd=repo.working_tree_dir, env={"TINY_GGUF": str(gemma_gguf)},
+                       stderr=subprocess.STDOUT) as proc:
         for line in proc.stdout:
             if line.strip().startswith("uploading "):
                 proc.send_signal(signal.SIGINT)
                 break
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out, _ = finish(proc)
     assert proc.returncode == 130, out
     assert "Interrupted after" in out and "every model is either old or new" in out
     with Client(server.url) as c:

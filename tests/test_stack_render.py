@@ -138,3 +138,34 @@ def test_saved_plan_round_trip():
 def test_bad_saved_plans(doc, message):
     with pytest.raises(CorralError, match=message):
         from_document(doc)
+
+
+def fleet():
+    """Three replicas: two need changes, one matches the stack."""
+    a = make_plan()
+    b = Plan("gpu-2", "http://10.0.0.12:11434", a.changes[:1] + a.changes[3:], (), "sha256:fp2")
+    c = Plan("gpu-3", "http://10.0.0.13:11434", tuple(ch for ch in a.changes if ch.action == "no-op"), (), "sha256:fp3")
+    return [a, b, c]
+
+
+def test_fleet_text_has_a_section_per_server_and_a_total():
+    text = render_text(fleet())
+    sections = [text.index(f'Target "{n}"') for n in ("local", "gpu-2", "gpu-3")]
+    assert sections == sorted(sections)
+    assert '  Plan for "local": 1 to create, 1 to update, 1 to replace, 0 to delete.\n' in text
+    assert '  Plan for "gpu-2": 0 to create, 1 to update, 0 to replace, 0 to delete.\n' in text
+    assert 'Target "gpu-3" (http://10.0.0.13:11434):\n  No changes. The server matches the stack.\n' in text
+    assert 'Plan for "gpu-3"' not in text  # a server without changes says so once
+    assert text.endswith("Total for 3 targets (2 with changes): 1 to create, 2 to update, 1 to replace, 0 to delete.\n")
+    # one server keeps the one-line summary it always had
+    assert render_text(fleet()[:1]).endswith("\nPlan: 1 to create, 1 to update, 1 to replace, 0 to delete.\n")
+
+
+def test_fleet_markdown_and_json_carry_the_total():
+    md = render_markdown(fleet())
+    assert md.startswith("### Corral plan\n\n**Total for 3 targets (2 with changes): 1 to create, 2 to update, 1 to replace, 0 to delete.**\n")
+    assert "#### Target `gpu-2` (`http://10.0.0.12:11434`)" in md
+    assert 'Plan for "gpu-2": 0 to create, 1 to update, 0 to replace, 0 to delete.\n' in md
+    doc = to_document(fleet())
+    assert doc["summary"] == {"create": 1, "pull": 0, "update": 2, "replace": 1, "delete": 0, "no-op": 3}
+    assert [t["summary"]["update"] for t in doc["targets"]] == [1, 1, 0]

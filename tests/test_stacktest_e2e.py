@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from tests.support.server import REPO_ROOT, start_server
+from tests.support.cli import finish, stack_process
+from tests.support.project import enter, remove_models, write_files
+from tests.support.server import start_server
 from toolchain.cli import main
 from toolchain.client import Client
 
@@ -53,26 +53,17 @@ bot:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with start_server(tmp_path_factory.mktemp("models")) as srv:
-        yield srv
+def server(shared_stack_server):
+    return shared_stack_server
 
 
 @pytest.fixture
 def repo(tmp_path, tiny_gguf, server, monkeypatch):
     (tmp_path / ".git").mkdir()
-    files = {"stacks/stack.yaml": STACK, "stacks/tests/bot.yaml": TESTS,
-             "modelfiles/base.Modelfile": BASE_MF, "modelfiles/bot.Modelfile": BOT_MF}
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CORRAL_URL", server.url)
-    monkeypatch.setenv("TINY_GGUF", str(tiny_gguf))
-    monkeypatch.setenv("CORRAL_LOCK_DIR", str(tmp_path))
-    with Client(server.url) as c:  # a clean server for every test
-        for m in c.tags():
-            c.delete(m["name"])
+    write_files(tmp_path, {"stacks/stack.yaml": STACK, "stacks/tests/bot.yaml": TESTS,
+                           "modelfiles/base.Modelfile": BASE_MF, "modelfiles/bot.Modelfile": BOT_MF})
+    enter(tmp_path, monkeypatch, CORRAL_URL=server.url, TINY_GGUF=str(tiny_gguf))
+    remove_models(server.url)  # a clean server for every test
     assert main(["apply", "-f", "stacks/stack.yaml", "--auto-approve"]) == 0
     return tmp_path
 
@@ -247,10 +238,7 @@ def test_sigterm_during_plan_still_removes_scratch(repo, server):
     add_test(repo, "".join(f"  - name: long{i}\n    prompt: story {i}\n    options: {{num_predict: 4000, num_ctx: 8192}}\n"
                            for i in range(30)))
     (repo / "modelfiles/bot.Modelfile").write_text("FROM base\nSYSTEM Changed.\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "toolchain.cli", "test", "-f", "stacks/stack.yaml", "--plan"],
-                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with stack_process("test", "-f", "stacks/stack.yaml", "--plan", cwd=repo) as proc:
         for _ in range(600):  # wait (bounded) for the scratch model to exist
             if any(name.startswith("corral.invalid/") for name in tags(server)) or proc.poll() is not None:
                 break
@@ -258,11 +246,7 @@ def test_sigterm_during_plan_still_removes_scratch(repo, server):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.5)  # let the tests start
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _, err = finish(proc)
     assert proc.returncode == 130, err
     assert tags(server) == ["base:latest", "bot:latest"]
 
@@ -289,23 +273,16 @@ def test_server_dying_mid_run_makes_the_remaining_tests_errors(tmp_path, tiny_gg
              "stacks/tests/bot.yaml": "bot:\n" + "".join(
                  f"  - name: long{i}\n    prompt: story {i}\n    options: {{num_predict: 4000, num_ctx: 8192}}\n"
                  for i in range(30))}
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TINY_GGUF", str(tiny_gguf))
-    monkeypatch.setenv("CORRAL_LOCK_DIR", str(tmp_path))
+    write_files(tmp_path, files)
+    enter(tmp_path, monkeypatch, TINY_GGUF=str(tiny_gguf))
     srv = start_server(tmp_path / "models")
     try:
         monkeypatch.setenv("CORRAL_URL", srv.url)
         assert main(["apply", "-f", "stacks/stack.yaml", "--auto-approve"]) == 0
         if plan:
             (tmp_path / "modelfiles/bot.Modelfile").write_text("FROM base\nSYSTEM Changed.\n")
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        proc = subprocess.Popen([sys.executable, "-m", "toolchain.cli", "test", "-f", "stacks/stack.yaml", "--format", "json"]
-                                + (["--plan"] if plan else []),
-                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
+        args = ["test", "-f", "stacks/stack.yaml", "--format", "json", *(["--plan"] if plan else [])]
+        with stack_process(*args, cwd=tmp_path) as proc:
             with Client(srv.url) as c:
                 for _ in range(600):  # wait (bounded) until the tests are answering
                     if c.ps() or proc.poll() is not None:
@@ -314,11 +291,7 @@ def test_server_dying_mid_run_makes_the_remaining_tests_errors(tmp_path, tiny_gg
             assert proc.poll() is None
             os.kill(srv.proc.pid, signal.SIGKILL)
             srv.proc.wait(timeout=30)
-            out, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            out, err = finish(proc)
     finally:
         srv.stop()
     assert proc.returncode == 2, err

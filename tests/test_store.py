@@ -15,17 +15,17 @@ import pytest
 
 from server import gojson
 from server.errors import BadRequest, DigestMismatch, InvalidDigest, InvalidName, MissingBlob, ModelNotFound
-from server.store import (
+from server.manifest import (
     MEDIA_CONFIG,
     MEDIA_MODEL,
     MEDIA_PARAMS,
     MEDIA_TEMPLATE,
     Layer,
     Manifest,
-    Store,
+    digest_of,
     normalize_digest,
-    sha256_digest,
 )
+from server.store import Store
 from toolchain.names import Name, parse_name
 
 HEX = "a" * 64
@@ -99,8 +99,8 @@ def test_blob_path_never_leaves_blobs_dir(store):
 
 def test_write_blob_hashes_and_stores(store):
     data = b"hello" * 1000
-    r = store.write_blob([data[:10], data[10:]], expected=sha256_digest(data))
-    assert (r.digest, r.size, r.created) == (sha256_digest(data), len(data), True)
+    r = store.write_blob([data[:10], data[10:]], expected=digest_of(data))
+    assert (r.digest, r.size, r.created) == (digest_of(data), len(data), True)
     assert store.blob_path(r.digest).read_bytes() == data
     assert oct(store.blob_path(r.digest).stat().st_mode & 0o777) == "0o644"
     again = store.write_blob([data])
@@ -112,7 +112,7 @@ def test_digest_mismatch_keeps_nothing(store):
     with pytest.raises(DigestMismatch) as err:
         store.write_blob([b"not what was promised"], expected=f"sha256:{HEX}")
     assert err.value.status == 400
-    assert str(err.value) == f'digest mismatch, expected "sha256:{HEX}", got "{sha256_digest(b"not what was promised")}"'
+    assert str(err.value) == f'digest mismatch, expected "sha256:{HEX}", got "{digest_of(b"not what was promised")}"'
     assert all_files(store) == []
 
 
@@ -151,6 +151,49 @@ def test_killed_writer_leaves_no_visible_blob(store):
         proc.wait(timeout=30)
     assert visible(store) == set()
     assert store.cleanup(grace_seconds=0) and all_files(store) == []
+
+
+CLEANUP_CASES = [
+    # file under the store root, age in seconds, removed by cleanup (grace: one hour)
+    ("blobs/.tmp-0123456789abcdef", 7200, True),
+    ("blobs/.tmp-fedcba9876543210", 60, False),  # another server's write in progress
+    ("manifests/registry.ollama.ai/library/m/.tmp-00000000aaaaaaaa", 7200, True),
+    (f"blobs/sha256-{HEX}-partial", 7200, True),
+    (f"blobs/sha256-{'b' * 64}-partial", 60, False),  # resumed by the next pull, or being written
+    (f"blobs/sha256-{'c' * 64}-partial-3", 7200, True),  # Ollama's part state
+    (f"blobs/sha256-{'D' * 64}-partial", 7200, True),
+    ("blobs/sha256-abc-partial", 7200, False),  # not a download of ours: left for fsck to report
+    (f"blobs/sha256-{HEX}-partial.bak", 7200, False),
+    ("blobs/notes.txt", 7200, False),
+]
+
+
+def test_cleanup_removes_only_stale_leftovers(store):
+    now = time.time()
+    for rel, age, _ in CLEANUP_CASES:
+        path = store.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+        os.utime(path, (now - age, now - age))
+    kept = store.put_bytes(b"a blob")
+    old = now - 7200
+    os.utime(store.blob_path(kept.digest), (old, old))
+    removed = store.cleanup()
+    assert sorted(str(p.relative_to(store.root)) for p in removed) == sorted(rel for rel, _, gone in CLEANUP_CASES if gone)
+    for rel, _, gone in CLEANUP_CASES:
+        assert (store.root / rel).exists() != gone, rel
+    assert store.has_blob(kept.digest)
+
+
+def test_cleanup_leaves_a_symlinked_partial_alone(store, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"x")
+    link = store.blobs_dir / f"sha256-{HEX}-partial"
+    link.symlink_to(target)
+    old = time.time() - 7200
+    os.utime(link, (old, old), follow_symlinks=False)
+    assert store.cleanup() == []
+    assert link.is_symlink() and target.exists()
 
 
 # -- manifests -------------------------------------------------------------------------------
@@ -320,7 +363,7 @@ def test_noprune_keeps_blobs(tmp_path):
     store = Store(tmp_path, noprune=True)
     a = make_model(store, "a", b"w", b"t")
     store.delete(parse_name("a"))
-    assert all(store.has_blob(d.digest) for d in a.descriptors())
+    assert all(store.has_blob(d.digest) for d in a.blobs())
     assert store.prune(grace_seconds=0) == []
 
 
@@ -376,7 +419,7 @@ def test_concurrent_creates_of_one_name_are_serialised(store):
     assert errors == []
     [entry] = store.list()
     # exactly the blobs of the surviving manifest (plus nothing half-written) remain
-    referenced = {f"sha256-{d.digest[7:]}" for d in entry.manifest.descriptors()}
+    referenced = {f"sha256-{d.digest[7:]}" for d in entry.manifest.blobs()}
     assert {n for n in visible(store) if n.startswith("sha256-")} == referenced
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from server import store_create
 from server.errors import BadRequest
-from server.store import MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store
+from server.manifest import MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE
+from server.store import Store
 from server.store_create import CreateRequest
 from server.store_model import load_model, parameters_text, render_modelfile, show
 from toolchain.format import human_number
@@ -24,6 +25,8 @@ def write_gguf(path: Path, arch: str, **kv) -> Path:
         key = key.replace("__", ".")
         if isinstance(value, str):
             w.add_string(key, value)
+        elif isinstance(value, bool):
+            w.add_bool(key, value)
         else:
             w.add_uint32(key, value)
     w.write_header_to_file()
@@ -168,15 +171,7 @@ def test_media_types_are_ollamas():
 
 
 def test_non_causal_model_embeds(store, tmp_path):
-    from gguf import GGUFWriter
-
-    path = tmp_path / "enc.gguf"
-    w = GGUFWriter(str(path), "nomic-bert")
-    w.add_bool("nomic-bert.attention.causal", False)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    path = write_gguf(tmp_path / "enc.gguf", "nomic-bert", **{"nomic-bert__attention__causal": False})
     d = store.write_blob(open(path, "rb")).digest
     run(store, CreateRequest(model="enc", files={"enc.gguf": d}))
     assert load_model(store, parse_name("enc")).capabilities(store) == ["embedding"]

@@ -214,12 +214,24 @@ def test_stack_plan_and_apply_reconcile_the_presets_with_an_admin_api_key(team, 
         assert ui.post("/api/v1/models/create", json=stray, headers=session).status_code == 200
     monkeypatch.setenv("WEBUI_ADMIN_KEY", key)
     team.stack.write_text(_stack(*team.stack_args, helper="Helper v2"))
+    # As an operator does: render the changed stack (models.json), so the plan's changes are the UI's.
+    assert main(["render", "-f", str(team.stack)]) == 0
     capsys.readouterr()
 
     assert main(["plan", "-f", str(team.stack), "--detailed-exitcode"]) == 2
     out = capsys.readouterr().out
     assert f"Open WebUI presets at http://localhost:{team.nginx.port}:" in out
     assert "  ~ helper (name)\n" in out and "  - stray\n" in out
+    assert main(["plan", "-f", str(team.stack), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["changed"] is True and doc["webui_presets"]["url"] == f"http://localhost:{team.nginx.port}"
+    assert doc["webui_presets"]["changes"] == [
+        {"action": "update", "id": "helper", "fields": ["name"]},
+        {"action": "delete", "id": "stray", "fields": []},
+    ]
+    assert main(["plan", "-f", str(team.stack), "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| `~` | `helper` | update | name |\n" in out and "| `-` | `stray` | delete |  |\n" in out
 
     assert main(["apply", "-f", str(team.stack), "--auto-approve"]) == 0
     out = capsys.readouterr().out

@@ -1,5 +1,5 @@
 """Registry pull and push: the client side (`pull`, `push`, `credentials`) and the `/v2/` routes.
 
-`protocol` holds what both sides share (media types, limits, manifest validation);
+Both sides read manifests with `server.manifest.parse(raw, strict=True)`;
 `storage` is the registry's only way to the store's files.
 """

@@ -24,7 +24,6 @@ import httpx
 
 from server.registry import credentials as creds_mod
 from server.registry.errors import NOT_FOUND, RegistryError
-from server.registry.protocol import MAX_ERROR_BODY_BYTES
 from toolchain import __version__
 from toolchain.names import Name
 
@@ -32,6 +31,8 @@ __all__ = ["Remote", "read_limited"]
 
 USER_AGENT = f"corral/{__version__}"
 MAX_REDIRECTS = 5
+#: Error and token bodies from a remote registry are read up to this many bytes.
+MAX_ERROR_BODY_BYTES = 64 * 1024
 _AUTH_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
 
 

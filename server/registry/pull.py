@@ -27,19 +27,20 @@ from typing import AsyncIterator, Callable
 import httpx
 
 from server import observe
-from server.registry.client import Remote, read_limited
-from server.registry.credentials import Credentials
-from server.registry.errors import NOT_FOUND, RegistryError
-from server.registry.protocol import (
-    MANIFEST_MEDIA_TYPE,
+from server.errors import DigestMismatch, ServerError
+from server.manifest import (
     MAX_MANIFEST_BYTES,
-    Descriptor,
+    MEDIA_MANIFEST,
+    TOO_LARGE,
+    Layer,
     Manifest,
     ManifestError,
     digest_of,
-    parse_manifest,
+    parse,
 )
-from server.errors import DigestMismatch, ServerError
+from server.registry.client import Remote, read_limited
+from server.registry.credentials import Credentials
+from server.registry.errors import NOT_FOUND, RegistryError
 from server.registry.storage import RegistryStore, mismatch
 from toolchain.names import Name
 
@@ -65,7 +66,7 @@ async def fetch_manifest(remote: Remote, name: Name) -> Manifest:
     for attempt in range(MAX_ATTEMPTS):
         try:
             async with remote.stream(
-                "GET", f"{remote.repo}/manifests/{reference}", headers={"Accept": MANIFEST_MEDIA_TYPE}
+                "GET", f"{remote.repo}/manifests/{reference}", headers={"Accept": MEDIA_MANIFEST}
             ) as response:
                 if response.status_code != 200:
                     error = await remote.fail(response)
@@ -82,14 +83,14 @@ async def fetch_manifest(remote: Remote, name: Name) -> Manifest:
                 raise RegistryError(f"{exc.__class__.__name__}: {exc}".rstrip(": "), 502) from None
             await asyncio.sleep(_backoff(attempt))
     if raw is None:
-        raise RegistryError(f"manifest too large: more than {MAX_MANIFEST_BYTES} bytes")
+        raise RegistryError(TOO_LARGE)
     actual = digest_of(raw)
     if name.digest and actual != name.digest:
         raise RegistryError(f"manifest digest mismatch: want {name.digest}, got {actual}")
     if announced and announced.startswith("sha256:") and announced != actual:
         raise RegistryError(f"manifest digest mismatch: registry announced {announced[:80]}, got {actual}")
     try:
-        return parse_manifest(raw)
+        return parse(raw, strict=True)
     except ManifestError as exc:
         raise RegistryError(str(exc)) from None
 
@@ -99,7 +100,7 @@ async def fetch_manifest(remote: Remote, name: Name) -> Manifest:
 
 @dataclass
 class _Download:
-    desc: Descriptor
+    desc: Layer
     completed: int = 0
     waiters: int = 0
     task: asyncio.Task | None = field(default=None, repr=False)
@@ -108,11 +109,11 @@ class _Download:
 _downloads: dict[tuple[str, str], _Download] = {}
 
 
-def _progress(desc: Descriptor, completed: int) -> dict:
+def _progress(desc: Layer, completed: int) -> dict:
     return {"status": f"pulling {desc.short}", "digest": desc.digest, "total": desc.size, "completed": completed}
 
 
-async def _download(store: RegistryStore, desc: Descriptor, remote_factory: RemoteFactory) -> AsyncIterator[dict]:
+async def _download(store: RegistryStore, desc: Layer, remote_factory: RemoteFactory) -> AsyncIterator[dict]:
     """Download one blob (or join the download already running) and report its progress."""
     key = (str(store.root), desc.digest)
     dl = _downloads.get(key)

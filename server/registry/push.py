@@ -22,10 +22,10 @@ from typing import AsyncIterator
 import httpx
 
 from server import observe
+from server.manifest import MEDIA_MANIFEST, Layer, ManifestError, parse
 from server.registry.client import Remote
 from server.registry.credentials import Credentials
 from server.registry.errors import RegistryError
-from server.registry.protocol import MANIFEST_MEDIA_TYPE, Descriptor, ManifestError, parse_manifest
 from server.registry.storage import RegistryStore
 from toolchain.names import Name
 
@@ -55,11 +55,11 @@ async def _file_chunk(path: Path, start: int, length: int, counter: _Counter) ->
             yield data
 
 
-def _progress(desc: Descriptor, completed: int) -> dict:
+def _progress(desc: Layer, completed: int) -> dict:
     return {"status": f"pushing {desc.short}", "digest": desc.digest, "total": desc.size, "completed": completed}
 
 
-async def _upload(remote: Remote, store: RegistryStore, desc: Descriptor, counter: _Counter) -> None:
+async def _upload(remote: Remote, store: RegistryStore, desc: Layer, counter: _Counter) -> None:
     async with remote.stream("HEAD", f"{remote.repo}/blobs/{desc.digest}") as response:
         if response.status_code == 200:
             counter.sent = desc.size
@@ -115,7 +115,7 @@ async def push(
         yield {"status": "couldn't retrieve manifest"}
         raise RegistryError(f"model '{name.display_shortest()}' not found", 404)
     try:
-        manifest = parse_manifest(raw)
+        manifest = parse(raw, strict=True)
     except ManifestError as exc:
         raise RegistryError(f"local manifest of {name.display_shortest()}: {exc}", 500) from None
 
@@ -143,7 +143,7 @@ async def push(
             async with remote.stream(
                 "PUT",
                 f"{remote.repo}/manifests/{name.tag}",
-                headers={"Content-Type": MANIFEST_MEDIA_TYPE},
+                headers={"Content-Type": MEDIA_MANIFEST},
                 content=manifest.raw,
             ) as response:
                 if response.status_code not in (200, 201, 202):

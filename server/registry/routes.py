@@ -29,16 +29,17 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
-from server.registry.protocol import (
-    MANIFEST_MEDIA_TYPE,
+from server.errors import DigestMismatch
+from server.manifest import (
     MAX_BLOB_SIZE,
     MAX_MANIFEST_BYTES,
+    MEDIA_MANIFEST,
+    TOO_LARGE,
     ManifestError,
     digest_of,
     is_blob_digest,
-    parse_manifest,
+    parse,
 )
-from server.errors import DigestMismatch
 from server.registry.storage import RegistryStore
 from toolchain.names import DEFAULT_HOST, Name
 
@@ -101,7 +102,7 @@ async def get_manifest(request: Request, namespace: str, model: str, reference: 
         return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
     headers = {"Docker-Content-Digest": digest_of(raw), "Content-Length": str(len(raw))}
     body = b"" if request.method == "HEAD" else raw
-    return Response(body, media_type=MANIFEST_MEDIA_TYPE, headers=headers)
+    return Response(body, media_type=MEDIA_MANIFEST, headers=headers)
 
 
 @router.put("/v2/{namespace}/{model}/manifests/{reference}")
@@ -115,9 +116,9 @@ async def put_manifest(request: Request, namespace: str, model: str, reference: 
         return _error(400, "TAG_INVALID", "a manifest is pushed to a valid tag")
     raw = await _read_body(request, MAX_MANIFEST_BYTES)
     if raw is None:
-        return _error(413, "SIZE_INVALID", f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        return _error(413, "SIZE_INVALID", TOO_LARGE)
     try:
-        manifest = parse_manifest(raw)
+        manifest = parse(raw, strict=True)
     except ManifestError as exc:
         return _error(400, "MANIFEST_INVALID", str(exc))
     store = _store(request)
@@ -169,10 +170,16 @@ async def get_blob(request: Request, namespace: str, model: str, digest: str) ->
 
 
 def _session_path(store: RegistryStore, session: str) -> Path | None:
+    """The file of an open upload session; None for an unknown (or malformed) session id."""
     try:
-        return store.uploads_dir() / uuid.UUID(hex=session).hex
+        path = store.uploads_dir() / uuid.UUID(hex=session).hex
     except ValueError:
         return None
+    return path if path.is_file() else None
+
+
+def _unknown_upload() -> JSONResponse:
+    return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
 
 
 def _expire_sessions(directory: Path) -> int:
@@ -228,6 +235,23 @@ def _disk_full() -> JSONResponse:
     return _error(507, "DISK_FULL", "no space left on device")
 
 
+async def _finish(
+    request: Request, store: RegistryStore, path: Path, digest: str, namespace: str, model: str
+) -> Response:
+    """Append the last bytes (the request body) to session `path` and commit it as blob `digest`;
+    the session is gone afterwards unless the disk was full mid-append."""
+    if not is_blob_digest(digest):
+        path.unlink(missing_ok=True)
+        return _error(400, "DIGEST_INVALID", "invalid digest format")
+    try:
+        if await _append(request, path) is None:
+            path.unlink(missing_ok=True)
+            return _error(413, "SIZE_INVALID", "blob too large")
+    except _DiskFull:
+        return _disk_full()
+    return await _commit(store, path, digest, namespace, model)
+
+
 async def _commit(store: RegistryStore, staged: Path, digest: str, namespace: str, model: str) -> Response:
     try:
         await asyncio.to_thread(store.adopt_blob, staged, digest)
@@ -237,10 +261,12 @@ async def _commit(store: RegistryStore, staged: Path, digest: str, namespace: st
         raise
     except DigestMismatch as exc:
         return _error(400, "DIGEST_INVALID", f"provided digest {digest} did not match uploaded content {exc.got}")
-    return Response(
-        status_code=201,
-        headers={"Location": f"/v2/{namespace}/{model}/blobs/{digest}", "Docker-Content-Digest": digest},
-    )
+    return _blob_created(namespace, model, digest)
+
+
+def _blob_created(namespace: str, model: str, digest: str) -> Response:
+    headers = {"Location": f"/v2/{namespace}/{model}/blobs/{digest}", "Docker-Content-Digest": digest}
+    return Response(status_code=201, headers=headers)
 
 
 @router.post("/v2/{namespace}/{model}/blobs/uploads/")
@@ -252,10 +278,7 @@ async def start_upload(request: Request, namespace: str, model: str) -> Response
     store = _store(request)
     mount = request.query_params.get("mount")
     if mount is not None and is_blob_digest(mount) and store.blob_size(mount) is not None:
-        return Response(
-            status_code=201,
-            headers={"Location": f"/v2/{namespace}/{model}/blobs/{mount}", "Docker-Content-Digest": mount},
-        )
+        return _blob_created(namespace, model, mount)
     directory = store.uploads_dir()
     if await asyncio.to_thread(_expire_sessions, directory) >= MAX_UPLOAD_SESSIONS:
         return _error(429, "TOOMANYREQUESTS", "too many uploads in progress")
@@ -264,16 +287,7 @@ async def start_upload(request: Request, namespace: str, model: str) -> Response
     path.touch()
     digest = request.query_params.get("digest")
     if digest is not None:  # monolithic upload: POST ?digest= with the whole blob as body
-        if not is_blob_digest(digest):
-            path.unlink()
-            return _error(400, "DIGEST_INVALID", "invalid digest format")
-        try:
-            if await _append(request, path) is None:
-                path.unlink()
-                return _error(413, "SIZE_INVALID", "blob too large")
-        except _DiskFull:
-            return _disk_full()
-        return await _commit(store, path, digest, namespace, model)
+        return await _finish(request, store, path, digest, namespace, model)
     return Response(status_code=202, headers=_session_headers(request, namespace, model, session, 0))
 
 
@@ -282,8 +296,8 @@ async def patch_upload(request: Request, namespace: str, model: str, session: st
     if not _push_enabled(request):
         return _push_denied()
     path = _session_path(_store(request), session)
-    if path is None or not path.is_file():
-        return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
+    if path is None:
+        return _unknown_upload()
     size = path.stat().st_size
     content_range = request.headers.get("content-range")
     if content_range:
@@ -306,26 +320,16 @@ async def finish_upload(request: Request, namespace: str, model: str, session: s
         return _push_denied()
     store = _store(request)
     path = _session_path(store, session)
-    if path is None or not path.is_file():
-        return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
-    digest = request.query_params.get("digest", "")
-    if not is_blob_digest(digest):
-        path.unlink(missing_ok=True)
-        return _error(400, "DIGEST_INVALID", "invalid digest format")
-    try:
-        if await _append(request, path) is None:
-            path.unlink(missing_ok=True)
-            return _error(413, "SIZE_INVALID", "blob too large")
-    except _DiskFull:
-        return _disk_full()
-    return await _commit(store, path, digest, namespace, model)
+    if path is None:
+        return _unknown_upload()
+    return await _finish(request, store, path, request.query_params.get("digest", ""), namespace, model)
 
 
 @router.get("/v2/{namespace}/{model}/blobs/uploads/{session}")
 async def upload_status(request: Request, namespace: str, model: str, session: str) -> Response:
     path = _session_path(_store(request), session)
-    if path is None or not path.is_file():
-        return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
+    if path is None:
+        return _unknown_upload()
     return Response(status_code=204, headers=_session_headers(request, namespace, model, session, path.stat().st_size))
 
 
@@ -334,7 +338,7 @@ async def cancel_upload(request: Request, namespace: str, model: str, session: s
     if not _push_enabled(request):
         return _push_denied()
     path = _session_path(_store(request), session)
-    if path is None or not path.is_file():
-        return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
+    if path is None:
+        return _unknown_upload()
     path.unlink(missing_ok=True)
     return Response(status_code=204)

@@ -6,11 +6,11 @@ through `Store.write_blob(..., expected=digest)` (hashed while written, renamed 
 place only if it matches) and a manifest only through `Store.write_manifest` with the
 bytes exactly as received (which also refuses a manifest whose blobs are missing).
 
-What the Store has no notion of lives here, next to its files:
+The files the Store does not write, only names or tidies, are written here:
 
-* ``blobs/sha256-<hex>-partial``: an interrupted download, kept so the next attempt
-  resumes it with ``Range`` (Ollama's name; the Store's listing, prune and cleanup
-  ignore it because it is not a ``sha256-<hex>`` name nor a ``.tmp-`` file);
+* ``blobs/sha256-<hex>-partial`` (`Store.partial_path`): an interrupted download, kept so
+  the next attempt resumes it with ``Range`` (Ollama's name; the Store's listing and prune
+  ignore it, its start-up `cleanup` removes it once untouched for an hour);
 * ``blobs/.uploads/<session>``: the bytes of a push this server is receiving.
 
 Two ways in for a finished file:
@@ -26,15 +26,15 @@ Two ways in for a finished file:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Iterator
 
 from server.errors import BlobNotFound, DigestMismatch, ModelNotFound
+from server.manifest import digest_of
 from server.registry.errors import RegistryError
-from server.registry.protocol import digest_of
-from server.store import Store
+from server.store import Store, fsync_dir
+from toolchain.digests import file_digest
 from toolchain.names import DEFAULT_HOST, Name
 
 __all__ = ["RegistryStore"]
@@ -57,8 +57,7 @@ class RegistryStore:
             return None
 
     def partial_path(self, digest: str) -> Path:
-        path = self.store.blob_path(digest)
-        return path.with_name(path.name + "-partial")
+        return self.store.partial_path(digest)
 
     def uploads_dir(self) -> Path:
         path = self.store.blobs_dir / ".uploads"
@@ -81,11 +80,7 @@ class RegistryStore:
         otherwise); `partial` is gone afterwards either way. Blocking: call in a thread."""
         target = self.store.blob_path(digest)
         try:
-            h = hashlib.sha256()
-            with partial.open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-            actual = "sha256:" + h.hexdigest()
+            actual = file_digest(partial)
             if actual != digest:
                 raise DigestMismatch(digest, actual)
             if not target.is_file():
@@ -93,11 +88,7 @@ class RegistryStore:
                     os.fsync(f.fileno())
                 os.chmod(partial, 0o644)
                 os.replace(partial, target)
-                fd = os.open(target.parent, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fsync_dir(target.parent)
         finally:
             partial.unlink(missing_ok=True)
 

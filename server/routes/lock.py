@@ -9,24 +9,30 @@
 
 A lease ends `ttl` seconds after it was taken or last renewed, so an apply that crashed (or lost
 its network) never locks the server for longer than its TTL. The lease id is the only way to renew
-or release a lease; `GET` shows who holds the lock but never the id. State lives in this server
-process's memory: a restarted server starts unlocked (no apply can be mid-way on a server that
-just restarted, since every apply step is a request to it). Which keys may call these routes is
+or release a lease; `GET` shows who holds the lock but never the id. The lease lives in the model
+store (`.corral-apply-lock`, mode 0600): a server restarted under an apply still holds it for that
+apply (which renews it and goes on), and servers sharing one store share one lock, as they share
+the models an apply changes. Which keys may call these routes is
 decided in `server.auth` (admin). Errors use Ollama's `{"error": ...}` shape; a bad body is a 400
 naming the field.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
+import os
 import secrets
-import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from server.api_types import json_object
 
 PATH = "/api/corral/lock"
 MIN_TTL, MAX_TTL = 1, 3600
@@ -51,52 +57,83 @@ class Lease:
 
 
 class ApplyLock:
-    """One lease at most; `clock` is wall time (seconds) so expiry times can be shown to people."""
+    """One lease at most, kept in the file `path` (JSON) so that a restarted server, and any other
+    server sharing the model store, sees it. Each call reads, decides and writes under a `flock`.
+    `clock` is wall time (seconds) so expiry times can be shown to people (and survive a restart)."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self._path = path
         self._clock = clock
-        self._guard = threading.Lock()
-        self._lease: Optional[Lease] = None
-
-    def _current(self) -> Optional[Lease]:
-        if self._lease is not None and self._lease.expires <= self._clock():
-            self._lease = None  # expired: as if released
-        return self._lease
 
     def holder(self) -> Optional[Lease]:
-        with self._guard:
-            return self._current()
+        return self._transact(lambda held, now: (held, held))
 
     def acquire(self, owner: str, ttl: float) -> tuple[Optional[Lease], Optional[Lease]]:
         """(the new lease, None) or (None, the lease that holds the lock)."""
-        with self._guard:
-            held = self._current()
+
+        def step(held: Optional[Lease], now: float) -> tuple[Optional[Lease], Any]:
             if held is not None:
-                return None, held
-            now = self._clock()
-            self._lease = Lease(secrets.token_urlsafe(16), owner, now, now + ttl, ttl)
-            return self._lease, None
+                return held, (None, held)
+            lease = Lease(secrets.token_urlsafe(16), owner, now, now + ttl, ttl)
+            return lease, (lease, None)
+
+        return self._transact(step)
 
     def renew(self, lease_id: str, ttl: Optional[float]) -> Optional[Lease]:
-        with self._guard:
-            held = self._current()
-            if held is None or not secrets.compare_digest(held.id, lease_id):
-                return None
-            held.ttl = ttl if ttl is not None else held.ttl
-            held.expires = self._clock() + held.ttl
-            return held
+        def step(held: Optional[Lease], now: float) -> tuple[Optional[Lease], Any]:
+            if not _owns(held, lease_id):
+                return held, None
+            assert held is not None
+            ttl_ = ttl if ttl is not None else held.ttl
+            renewed = dataclasses.replace(held, ttl=ttl_, expires=now + ttl_)
+            return renewed, renewed
+
+        return self._transact(step)
 
     def release(self, lease_id: str) -> bool:
-        with self._guard:
-            held = self._current()
-            if held is None or not secrets.compare_digest(held.id, lease_id):
-                return False
-            self._lease = None
-            return True
+        return self._transact(lambda held, now: (None, True) if _owns(held, lease_id) else (held, False))
+
+    def _transact(self, step: Callable[[Optional[Lease], float], tuple[Optional[Lease], Any]]) -> Any:
+        """Run `step(current lease or None, now) -> (lease to keep, result)` on the file's state."""
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "r+b") as f:
+            # Each call opens the file anew, so the flock also serialises this process's threads;
+            # it is released when the file is closed.
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            now = self._clock()
+            held = _load(f.read(64 * 1024), now)
+            keep, result = step(held, now)
+            if keep != held:
+                f.seek(0)
+                f.truncate()
+                f.write(json.dumps(dataclasses.asdict(keep)).encode() if keep else b"")
+                f.flush()
+                os.fsync(f.fileno())
+            return result
+
+
+def _owns(held: Optional[Lease], lease_id: str) -> bool:
+    return held is not None and secrets.compare_digest(held.id, lease_id)
+
+
+def _load(raw: bytes, now: float) -> Optional[Lease]:
+    """The lease a lock file holds; None when it is empty, unreadable (a torn write) or expired."""
+    try:
+        lease = Lease(**json.loads(raw))
+    except (ValueError, TypeError, RecursionError):
+        return None
+    texts, times = (lease.id, lease.owner), (lease.since, lease.expires, lease.ttl)
+    if not all(isinstance(v, str) for v in texts) or not all(type(v) in (int, float) for v in times):
+        return None
+    return lease if lease.expires > now else None  # expired: as if released
+
+
+#: The lock's file in the model store (beside `.corral-store.lock`).
+LOCK_FILE = ".corral-apply-lock"
 
 
 def install(app: FastAPI) -> None:
-    app.state.apply_lock = ApplyLock()
+    app.state.apply_lock = ApplyLock(app.state.store.root / LOCK_FILE)
     app.include_router(router)
 
 
@@ -106,19 +143,6 @@ def _stamp(t: float) -> str:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-async def _body(request: Request) -> dict[str, Any] | JSONResponse:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return _error(400, "invalid request body: not JSON")
-    if not isinstance(body, dict):
-        return _error(400, "invalid request body: expected a JSON object")
-    return body
 
 
 def _ttl(body: dict[str, Any], required: bool) -> float | None | JSONResponse:
@@ -142,9 +166,7 @@ async def show(request: Request) -> JSONResponse:
 
 @router.post(PATH)
 async def acquire(request: Request) -> JSONResponse:
-    body = await _body(request)
-    if isinstance(body, JSONResponse):
-        return body
+    body = json_object(await request.body())
     owner = body.get("owner")
     if not isinstance(owner, str) or not owner.strip():
         return _error(400, "owner is required (who takes the lock, shown to others)")
@@ -163,9 +185,7 @@ async def acquire(request: Request) -> JSONResponse:
 
 @router.put(PATH + "/{lease_id}")
 async def renew(lease_id: str, request: Request) -> JSONResponse:
-    body = await _body(request)
-    if isinstance(body, JSONResponse):
-        return body
+    body = json_object(await request.body())
     ttl = _ttl(body, required=False)
     if isinstance(ttl, JSONResponse):
         return ttl

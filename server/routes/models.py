@@ -27,7 +27,8 @@ from server.api_types import (
     parse_body,
 )
 from server.errors import BadRequest, BlobNotFound, InvalidName, ModelNotFound, PayloadTooLarge, ServerError
-from server.store import Store, normalize_digest
+from server.manifest import normalize_digest
+from server.store import Store
 from toolchain.names import parse_name
 
 router = APIRouter()

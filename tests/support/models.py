@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from server.registry.protocol import CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
+from server.manifest import MEDIA_CONFIG, MEDIA_MANIFEST
 
 
 def put_blob(models: Path, data: bytes) -> dict:
@@ -18,7 +18,7 @@ def put_blob(models: Path, data: bytes) -> dict:
 
 
 def manifest_bytes(config: dict, layers: list[dict]) -> bytes:
-    obj = {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "config": config, "layers": layers}
+    obj = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST, "config": config, "layers": layers}
     return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
 
 
@@ -27,7 +27,7 @@ def put_model(models: Path, name_path: str, model_bytes: bytes, template: str = 
     model = {"mediaType": "application/vnd.ollama.image.model", **put_blob(models, model_bytes)}
     tmpl = {"mediaType": "application/vnd.ollama.image.template", **put_blob(models, template.encode())}
     cfg = json.dumps({"model_format": "gguf", "model_family": "llama", "architecture": "amd64", "os": "linux"})
-    config = {"mediaType": CONFIG_MEDIA_TYPE, **put_blob(models, cfg.encode() + b"\n")}
+    config = {"mediaType": MEDIA_CONFIG, **put_blob(models, cfg.encode() + b"\n")}
     raw = manifest_bytes(config, [model, tmpl])
     path = Path(models) / "manifests" / name_path
     path.parent.mkdir(parents=True, exist_ok=True)

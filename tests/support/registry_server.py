@@ -6,49 +6,30 @@ For the protocol tests that need several servers quickly; the end-to-end tests u
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
+import contextlib
 from pathlib import Path
-
-import uvicorn
+from urllib.parse import urlsplit
 
 from server.app import create_app
 from server.config import Config
+from tests.support.inference_app import serve_in_thread
 
 
 class ThreadServer:
     def __init__(self, models: Path, *, push: bool = True, tls: tuple[Path, Path] | None = None) -> None:
         """`tls` = (certificate, key) serves HTTPS."""
         self.models = Path(models)
-        self.scheme = "https" if tls else "http"
         self.app = create_app(Config.from_env({}, models=self.models, registry_push=push))
-        sock = socket.create_server(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self._sock = sock
-        ssl = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
-        self._server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off", **ssl))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        for _ in range(1000):  # bounded wait for start-up
-            if self._server.started:
-                break
-            time.sleep(0.01)
-        else:
-            raise RuntimeError("uvicorn did not start")
+        self._stack = contextlib.ExitStack()
+        self.url = self._stack.enter_context(serve_in_thread(self.app, tls=tls, lifespan="off"))
+        self.port = urlsplit(self.url).port
 
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://{self.host}"
-
     def close(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
+        self._stack.close()
 
     def __enter__(self) -> "ThreadServer":
         return self

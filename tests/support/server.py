@@ -6,7 +6,7 @@
         httpx.get(srv.url)                             # "Ollama is running"
         ollama.Client(host=srv.url)                    # any client, OLLAMA_HOST=srv.host_env
 
-`start_server(models=None, env=None, timeout=60)` starts `python -m toolchain.cli serve` (cwd = the
+`start_server(models=None, env=None, timeout=60, preexec_fn=None)` starts `python -m toolchain.cli serve` (cwd = the
 repo root) with `OLLAMA_HOST=127.0.0.1:<free port>`, `OLLAMA_MODELS=<models>` and `CORRAL_KEYS_FILE`
 naming an absent file (so the server is open unless `env` names a keys file), plus `env`, waits
 until `GET /` answers, and returns a `ServerProcess`; leaving the `with` block (or `.stop()`) stops
@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import httpx
 import pytest
@@ -81,9 +81,13 @@ class ServerProcess:
 
 
 def start_server(
-    models: str | Path | None = None, env: Mapping[str, str] | None = None, timeout: float = 60
+    models: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> ServerProcess:
-    """Start `stack serve` and wait until it answers; raises RuntimeError (with its log) if not."""
+    """Start `stack serve` and wait until it answers; raises RuntimeError (with its log) if not.
+    `preexec_fn` runs in the child before it starts (e.g. to set a resource limit)."""
     models = Path(models) if models is not None else Path(tempfile.mkdtemp(prefix="corral-models-"))
     models.mkdir(parents=True, exist_ok=True)
     log_dir = Path(tempfile.mkdtemp(prefix="corral-serve-"))
@@ -106,6 +110,7 @@ def start_server(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=preexec_fn,
             )
         server = ServerProcess(proc, port, models, log_path, dict(env or {}))
         if _wait_ready(server, timeout):

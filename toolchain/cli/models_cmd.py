@@ -6,7 +6,6 @@ manage a real Ollama as well as `stack serve`. Results go to stdout, progress to
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -16,6 +15,7 @@ import typer
 from toolchain.cli import app
 from toolchain.cli._table import human_bytes, human_number, human_time, table
 from toolchain.client import Client
+from toolchain.digests import file_digest
 from toolchain.errors import APIError, CorralError
 
 
@@ -102,11 +102,7 @@ def _upload(client: Client, local: list[Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in local:
         for path in _model_files(Path(item.path)):
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            digest = f"sha256:{h.hexdigest()}"
+            digest = file_digest(path)
             if not client.has_blob(digest):
                 _err(f"copying file {digest} 0%")
                 with open(path, "rb") as f:

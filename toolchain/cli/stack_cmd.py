@@ -18,14 +18,14 @@ FORMATS = ("text", "json", "markdown")
 DEFAULT_FILE = "stack.yaml"
 
 
-def _render(plans, fmt: str, stack_path: str = "", title: str = "Corral plan") -> str:  # noqa: ANN001
+def _render(plans, fmt: str, stack_path: str = "", title: str = "Corral plan", edge=None) -> str:  # noqa: ANN001
     from toolchain.stack import render_plan
 
     if fmt == "json":
-        return render_plan.render_json(plans, stack_path)
+        return render_plan.render_json(plans, stack_path, edge)
     if fmt == "markdown":
-        return render_plan.render_markdown(plans, title)
-    return render_plan.render_text(plans)
+        return render_plan.render_markdown(plans, title, edge)
+    return render_plan.render_text(plans) + (edge.text() if edge is not None else "")
 
 
 def _check_format(fmt: str) -> str:
@@ -51,31 +51,20 @@ def plan(
     plans = plan_stack(loaded, target or ())
     if out is not None:
         out.write_text(render_plan.render_json(plans, str(file)), encoding="utf-8")
-    typer.echo(_render(plans, fmt, str(file)), nl=False)
-    presets = _presets(loaded) if fmt == "text" and not target else None
-    if presets is not None:
-        typer.echo("\n" + presets.text(), nl=False)
-    rendered = _rendered_changes(loaded) if fmt == "text" and not target else []
-    if rendered:
-        typer.echo("\nRendered files that `stack render` would change:")
-        for action, rel in rendered:
-            typer.echo(f"  {_RENDER_SYMBOLS[action]} {rel}")
+    edge = _edge(loaded) if not target else None
+    typer.echo(_render(plans, fmt, str(file), edge=edge), nl=False)
     if out is not None and fmt == "text":
         typer.echo(f"\nSaved the plan to {out}; apply exactly it with: stack apply {out}")
-    if detailed_exitcode and (
-        render_plan.has_changes(plans) or (presets is not None and presets.changes) or rendered
-    ):
+    if detailed_exitcode and (render_plan.has_changes(plans) or (edge is not None and edge.changed)):
         raise typer.Exit(2)
 
 
-_RENDER_SYMBOLS = {"create": "+", "update": "~", "delete": "-"}
-
-
-def _rendered_changes(loaded):  # noqa: ANN001, ANN202
-    """The rendered edge files (nginx, Open WebUI, compose, systemd) that differ from the stack."""
+def _edge(loaded):  # noqa: ANN001, ANN202
+    """Open WebUI's presets and the rendered edge files (nginx, Open WebUI, compose, systemd) that differ."""
     from toolchain.render.from_stack import render_changes
+    from toolchain.stack.edge_plan import EdgePlan
 
-    return render_changes(loaded)
+    return EdgePlan(_presets(loaded), tuple(render_changes(loaded)))
 
 
 def _presets(loaded):  # noqa: ANN001, ANN202
@@ -92,14 +81,21 @@ def apply(
     auto_approve: bool = typer.Option(False, "--auto-approve", help="Do not ask for confirmation."),
     lock_timeout: float = typer.Option(0.0, "--lock-timeout", help="Seconds to wait for another apply to finish."),
     test: bool = typer.Option(False, "--test", help="Then run `stack test` (no rollback: it says how to revert)."),
+    parallel: int = typer.Option(1, "--parallel", min=1, help="Apply this many targets at once (default: one after another)."),
 ) -> None:
-    """Make the target servers match the stack (or perform a saved plan)."""
+    """Make the target servers match the stack (or perform a saved plan).
+
+    Targets are applied in the stack's order, `--parallel` at a time; the first failure stops it
+    (targets not started keep their old state). A pulled model is fetched from its registry once
+    and relayed to the other replicas through their registry endpoints.
+    """
     if test:  # stack test's part (toolchain.cli.stacktest_cmd)
         from toolchain.cli.stacktest_cmd import apply_then_test
 
-        raise typer.Exit(apply_then_test(lambda: apply(plan_file, file, target, auto_approve, lock_timeout, False), plan_file, file, target or []))
+        raise typer.Exit(apply_then_test(lambda: apply(plan_file, file, target, auto_approve, lock_timeout, False, parallel), plan_file, file, target or []))
     from toolchain.stack import render_plan
-    from toolchain.stack.apply import ApplyResult, apply_plan
+    from toolchain.stack.apply import ApplyResult
+    from toolchain.stack.fleet import Outcome, apply_targets
     from toolchain.stack.load import load
     from toolchain.stack.targets import Target, plan_stack, targets
 
@@ -133,23 +129,47 @@ def apply(
             raise CorralError("refusing to apply without confirmation: stdin is not a terminal; use --auto-approve")
         if not typer.confirm("\nApply these changes?", default=False):
             raise CorralError("apply cancelled; nothing was changed")
-    results = [ApplyResult(p.target) for p in plans]
+    outcome = Outcome([ApplyResult(p.target) for p in plans])
     try:
-        for p, result in zip(plans, results):
-            with clients[p.target].client() as client:
-                apply_plan(p, client, echo=typer.echo, saved=saved, lock_timeout=lock_timeout,
-                           progress=sys.stderr, result=result)
-            for warning in result.warnings:
-                typer.echo(f"Warning: {warning}", err=True)
+        apply_targets(plans, clients, parallel=parallel, echo=typer.echo,
+                      warn=lambda line: typer.echo(f"Warning: {line}", err=True),
+                      saved=saved, lock_timeout=lock_timeout, progress=sys.stderr, outcome=outcome)
     except KeyboardInterrupt:
-        done = sum(len(r.done) for r in results)
+        done = outcome.done
         typer.echo(f"\nInterrupted after {done} change(s); every model is either old or new. "
                    "Run `stack plan` to see what remains.", err=True)
         raise typer.Exit(130)
-    done, total = sum(len(r.done) for r in results), sum(len(p.pending) for p in plans)
-    typer.echo(f"\nApply complete: {done} of {total} change(s) made.")
+    total = sum(len(p.pending) for p in plans)
+    if outcome.failed:
+        _stopped(outcome, total)
+    typer.echo(f"\nApply complete: {outcome.done} of {total} change(s) made.")
     if presets is not None:
         presets.apply(typer.echo)  # after the models, which the presets run on
+
+
+def _stopped(outcome, total: int) -> None:  # noqa: ANN001
+    """Report an apply that stopped at a failure; raises (exit 1)."""
+    failures = outcome.failed
+    for name, exc in failures:
+        if not isinstance(exc, CorralError):
+            raise exc  # a bug, not a failure to report as a line
+    if len(outcome.results) == 1:
+        raise failures[0][1]  # one server: its error, as it always was
+    lines = [_named(name, exc) for name, exc in failures]
+    for line in lines[1:]:
+        typer.echo(f"Error: {line}", err=True)
+    applied = [r.target for r in outcome.results if r.target not in {n for n, _ in failures} | set(outcome.not_started)]
+    typer.echo(f"\nStopped: {outcome.done} of {total} change(s) made; "
+               f"applied: {', '.join(applied) or 'none'}; failed: {', '.join(n for n, _ in failures)}; "
+               f"not started: {', '.join(outcome.not_started) or 'none'}.")
+    rest = f" (stopped there; not started, unchanged: {', '.join(outcome.not_started)})" if outcome.not_started else ""
+    raise CorralError(lines[0] + rest)
+
+
+def _named(target: str, exc: BaseException) -> str:
+    """An apply error that names its target (step failures already start with it)."""
+    text = str(exc)
+    return text if text.startswith(f"{target}: ") else f"target {target}: {text}"
 
 
 def _tokens(stack_file: Path) -> dict[str, Optional[str]]:

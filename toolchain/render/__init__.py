@@ -47,6 +47,8 @@ def secret_paths(inp: RenderInput) -> list[str]:
     out = []
     if inp.proxy is not None and inp.proxy.tokens_file is None:
         out.append(nginx.TOKENS_CONF)
+    if inp.proxy is not None and inp.proxy.upstream_token_env is not None:
+        out.append(nginx.UPSTREAM_CONF)
     if inp.webui is not None and inp.webui.enabled:
         out.append(webui.SECRETS_ENV)
     return sorted(out)
@@ -57,5 +59,8 @@ def render_secret(inp: RenderInput, secrets: Secrets) -> dict[str, str]:
     out: dict[str, str] = {}
     if inp.proxy is not None and inp.proxy.tokens_file is None:
         out.update(nginx.render_tokens(inp.proxy, secrets.tokens))
+    if inp.proxy is not None and inp.proxy.upstream_token_env is not None:
+        assert secrets.upstream_token is not None
+        out.update(nginx.render_upstream_auth(secrets.upstream_token))
     out.update(webui.render_secrets(inp, secrets))
     return dict(sorted(out.items()))

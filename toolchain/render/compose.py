@@ -88,6 +88,8 @@ def render(inp: RenderInput) -> dict[str, str]:
             y.append(f"      - {_s(f'{proxy.tokens_file}:{proxy.tokens_file}:ro')}\n")
         else:
             y.append(f"      - {_s(f'./nginx/{proxy.tokens_file}:/etc/nginx/{proxy.tokens_file}:ro')}\n")
+        if proxy.upstream_token_env is not None:
+            y.append(f"      - {_s(f'./{nginx.UPSTREAM_CONF}:/etc/nginx/corral-upstream.conf:ro')}\n")
         if proxy.tls is not None:
             for path in (proxy.tls.cert, proxy.tls.key):
                 y.append(f"      - {_s(f'{path}:{path}:ro')}\n")

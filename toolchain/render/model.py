@@ -190,6 +190,11 @@ class ProxyConfig(_Section):
         default="localhost",
         description="Host header sent to the replicas (Ollama accepts 'localhost' on a loopback bind).",
     )
+    upstream_token_env: Optional[str] = Field(
+        default=None,
+        description="Environment variable holding an admin API key of the replicas (`stack keys add`); "
+        "nginx sends it upstream in place of the client's token, so replicas on a network can require keys.",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -209,6 +214,13 @@ class ProxyConfig(_Section):
         host = v.rsplit(":", 1)[0] if v.count(":") == 1 else v
         if not _HOSTNAME_RE.match(host):
             raise ValueError(f"upstream_host {v!r} is not a host name")
+        return v
+
+    @field_validator("upstream_token_env")
+    @classmethod
+    def _upstream_env(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not _ENV_NAME_RE.match(v):
+            raise ValueError(f"upstream_token_env {v!r} is not an environment variable name")
         return v
 
     @field_validator("access_log")
@@ -235,6 +247,11 @@ class ProxyConfig(_Section):
             if self.tokens_file is None and client.token_env is None:
                 raise ValueError(f"proxy client {client.name!r} needs token_env (or set proxy.tokens_file)")
         envs = [c.token_env for c in self.clients if c.token_env]
+        if self.upstream_token_env is not None and self.upstream_token_env in envs:
+            raise ValueError(
+                f"upstream_token_env {self.upstream_token_env} is also a client's token_env: the replicas' key "
+                "must not be a client's token"
+            )
         for env in envs:
             if envs.count(env) > 1:
                 raise ValueError(f"two proxy clients share the token variable {env} (the same token)")

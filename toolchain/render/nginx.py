@@ -5,7 +5,9 @@ into an existing nginx's `conf.d/`. `nginx.conf` is a complete main config that 
 it with every runtime path (pid, logs, temp files) under `var/` of the prefix, so
 ``nginx -p DIR/nginx -c nginx.conf`` runs it as any user. Bearer tokens never appear in
 either: they are in `corral-tokens.conf` (written 0600 from the environment), included
-inside the token `map`. The access log names the client, never the token.
+inside the token `map`. The access log names the client, never the token. The client's
+token is not sent on: with `proxy.upstream_token_env` nginx sends the replicas' own API key
+instead (from the secret `corral-upstream.conf`), otherwise no Authorization header.
 
 How a request is judged, in nginx's order:
 1. server rewrite phase: no or unknown token → 401 (JSON body, `WWW-Authenticate`);
@@ -36,6 +38,7 @@ __all__ = [
     "Site",
     "render",
     "render_tokens",
+    "render_upstream_auth",
     "server_conf",
     "site_for_host",
     "token_line",
@@ -45,6 +48,8 @@ __all__ = [
 CONF = "nginx/corral.conf"
 MAIN_CONF = "nginx/nginx.conf"
 TOKENS_CONF = "nginx/corral-tokens.conf"
+#: Secret include (server level): the Authorization header nginx sends to the replicas.
+UPSTREAM_CONF = "nginx/corral-upstream.conf"
 #: Directory under the prefix that nginx itself writes (pid, logs, temp files); never rendered.
 RUNTIME_DIR = "nginx/var"
 
@@ -100,6 +105,14 @@ def render_tokens(proxy: ProxyConfig, tokens: Mapping[str, str]) -> dict[str, st
         if client.name in tokens:
             lines.append(token_line(tokens[client.name], client.name))
     return {TOKENS_CONF: "".join(lines)}
+
+
+def render_upstream_auth(token: str) -> dict[str, str]:
+    """The secret include that replaces the client's token by the replicas' API key."""
+    return {
+        UPSTREAM_CONF: "# Rendered by Corral: the replicas' API key. SECRET (mode 0600): never commit or share.\n"
+        f'proxy_set_header Authorization "Bearer {token}";\n'
+    }
 
 
 def site_for_host(inp: RenderInput) -> Site:
@@ -250,7 +263,10 @@ def server_conf(proxy: ProxyConfig, ui: Optional[WebUIConfig], site: Site) -> st
     o.append("    proxy_http_version 1.1;\n")
     o.append('    proxy_set_header Connection "";\n')
     o.append(f"    proxy_set_header Host {proxy.upstream_host};\n")
-    o.append('    proxy_set_header Authorization "";\n')
+    if proxy.upstream_token_env is None:
+        o.append('    proxy_set_header Authorization "";\n')
+    else:  # the replicas require keys: they get theirs, never the client's
+        o.append(f"    include {UPSTREAM_CONF.rsplit('/', 1)[1]};\n")
     o.append("    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n")
     o.append("    proxy_set_header X-Forwarded-Proto $scheme;\n")
     o.append("    proxy_set_header X-Corral-Client $corral_client;\n")

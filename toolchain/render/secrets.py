@@ -28,6 +28,7 @@ class Secrets:
     tokens: Mapping[str, str] = field(default_factory=dict)  # client name -> bearer token
     admin_password: Optional[str] = None
     webui_secret_key: Optional[str] = None
+    upstream_token: Optional[str] = None  # the replicas' API key nginx sends (proxy.upstream_token_env)
 
 
 def _env(environ: Mapping[str, str], name: str, what: str) -> str:
@@ -62,6 +63,19 @@ def collect(inp: RenderInput, environ: Optional[Mapping[str, str]] = None) -> Se
                 raise RenderError(f"proxy clients {owners[token]!r} and {client.name!r} have the same token")
             owners[token] = client.name
             tokens[client.name] = token
+    upstream_token = None
+    if proxy is not None and proxy.upstream_token_env is not None:
+        upstream_token = _env(env, proxy.upstream_token_env, "the replicas' API key that nginx sends")
+        if not valid_token(upstream_token):
+            raise RenderError(
+                f"environment variable {proxy.upstream_token_env} (the replicas' API key) is not a usable bearer "
+                "token: use 16 or more characters from A-Z a-z 0-9 . _ ~ + / -"
+            )
+        if upstream_token in owners:
+            raise RenderError(
+                f"environment variable {proxy.upstream_token_env} (the replicas' API key) holds the token of "
+                f"proxy client {owners[upstream_token]!r}"
+            )
     admin_password = secret_key = None
     ui = inp.webui
     if ui is not None and ui.enabled:
@@ -83,4 +97,6 @@ def collect(inp: RenderInput, environ: Optional[Mapping[str, str]] = None) -> Se
                 if client is not None
                 else f"webui.client {ui.client!r} is not a proxy client"
             )
-    return Secrets(tokens=tokens, admin_password=admin_password, webui_secret_key=secret_key)
+    return Secrets(
+        tokens=tokens, admin_password=admin_password, webui_secret_key=secret_key, upstream_token=upstream_token
+    )

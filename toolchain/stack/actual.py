@@ -10,12 +10,12 @@ saved plan can tell whether the server changed since it was made.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import re
 from typing import Any, Iterable, Mapping, Optional
 
 from toolchain.client import Client
+from toolchain.digests import digest_of
 from toolchain.errors import APIError
 from toolchain.stack.state import ModelState, display_name, key_of
 from toolchain.stacktest.scratch import is_scratch
@@ -27,7 +27,7 @@ _INT = re.compile(r"^[+-]?\d+$")
 def fingerprint(tags: Iterable[Mapping[str, Any]]) -> str:
     """A digest of (name, manifest digest) for every model a server lists."""
     rows = sorted(f"{key_of(t.get('name') or t.get('model') or '')}\t{_digest(t.get('digest'))}" for t in tags)
-    return "sha256:" + hashlib.sha256("\n".join(rows).encode()).hexdigest()
+    return digest_of("\n".join(rows).encode())
 
 
 def read(client: Client, show: Iterable[str] = ()) -> tuple[dict[str, ModelState], str]:

@@ -22,6 +22,7 @@ import errno
 import hashlib
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, TextIO
@@ -30,9 +31,12 @@ from toolchain.client import Client
 from toolchain.errors import CorralError
 from toolchain.stack import actual
 from toolchain.stack.plan import Change, Plan
-from toolchain.stack.server_lock import LockedError, server_lock
+from toolchain.stack.server_lock import LockedError, pause, server_lock
 
 Echo = Callable[[str], None]
+#: How a pull is performed: `registry_pull` (from the model's registry), or a fleet's relay between
+#: replicas (`toolchain.stack.fleet`).
+PullFn = Callable[[Change, Client, Optional[TextIO]], None]
 
 
 class StalePlanError(CorralError):
@@ -49,17 +53,20 @@ class ApplyResult:
 
 def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, saved: bool = False,
                lock_timeout: float = 0.0, progress: Optional[TextIO] = None,
-               result: Optional[ApplyResult] = None) -> ApplyResult:
+               result: Optional[ApplyResult] = None, pull: Optional[PullFn] = None,
+               stop: Optional[threading.Event] = None) -> ApplyResult:
     """Make `client`'s server match `plan`. Raises on the first failure (earlier steps stay done).
 
     The server's fingerprint is checked under the lock, so a plan made before another apply
     (or any other change) finished is refused rather than applied over it. Pass `result` to
-    see how far an interrupted apply got.
+    see how far an interrupted apply got. `pull` performs the pulls (default `registry_pull`);
+    once `stop` is set, the apply raises KeyboardInterrupt before its next change (Ctrl-C
+    while other threads apply).
     """
     result = result if result is not None else ApplyResult(plan.target)
     deadline = time.monotonic() + max(lock_timeout, 0.0)
-    with server_lock(client, timeout=lock_timeout, notify=echo) as held, \
-            apply_lock(client.url, timeout=max(deadline - time.monotonic(), 0.0), notify=echo):
+    with server_lock(client, timeout=lock_timeout, notify=echo, stop=stop) as held, \
+            apply_lock(client.url, timeout=max(deadline - time.monotonic(), 0.0), notify=echo, stop=stop):
         _, now = actual.read(client)
         if now != plan.fingerprint:
             what = "saved plan" if saved else "plan"
@@ -71,9 +78,11 @@ def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, saved: bool = 
         for n, change in enumerate(steps, 1):
             if held is not None:
                 held.check()  # never go on once the server lease is lost
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
             echo(f"[{plan.target}] {n}/{len(steps)} {_verb(change.action)} {change.model} ...")
             try:
-                perform(change, client, progress=progress)
+                perform(change, client, progress=progress, pull=pull)
             except CorralError as exc:
                 raise CorralError(
                     f"{plan.target}: {_verb(change.action)} {change.model} failed: {exc} "
@@ -94,7 +103,8 @@ def apply_plan(plan: Plan, client: Client, *, echo: Echo = print, saved: bool = 
     return result
 
 
-def perform(change: Change, client: Client, *, progress: Optional[TextIO] = None) -> None:
+def perform(change: Change, client: Client, *, progress: Optional[TextIO] = None,
+            pull: Optional[PullFn] = None) -> None:
     d = change.desired
     if change.action == "delete":
         client.delete(change.model)
@@ -102,7 +112,7 @@ def perform(change: Change, client: Client, *, progress: Optional[TextIO] = None
     if d is None:
         raise CorralError(f"{change.model}: the plan has no desired state for a {change.action}")
     if change.action == "pull":
-        _pull(client, change.model, d.pull or change.model, d.pin, d.insecure, progress)
+        (pull or registry_pull)(change, client, progress)
     elif change.action in ("create", "update", "replace"):
         for upload in d.uploads:
             _upload(client, upload.digest, upload.path, upload.size, progress)
@@ -143,11 +153,30 @@ def _chunks(f: Any) -> Iterator[bytes]:
         yield chunk
 
 
+def registry_pull(change: Change, client: Client, progress: Optional[TextIO] = None) -> None:
+    """Pull a model of the stack from its registry (`pull:`), checking its pin before and after."""
+    d = change.desired
+    assert d is not None  # perform() checked
+    _pull(client, change.model, d.pull or change.model, d.pin, d.insecure, progress)
+
+
 def _pull(client: Client, model: str, ref: str, pin: Optional[str], insecure: bool, progress: Optional[TextIO]) -> None:
     from toolchain.stack.pin import check_pin
 
     check_pin(ref, pin, insecure)  # the server pulls by name: make sure the name still means the pin
-    messages = client.pull(ref, insecure=insecure)
+    show_pull(client.pull(ref, insecure=insecure), progress)
+    if pin:
+        states, _ = actual.read(client)
+        got = next((s.digest for s in states.values() if s.name.casefold() == model.casefold()), None)
+        if got != pin:
+            raise CorralError(
+                f"{model}: the registry served {got} for {ref}, but the stack pins {pin}; "
+                "the pinned version is no longer available under this reference"
+            )
+
+
+def show_pull(messages: Iterator[dict[str, Any]], progress: Optional[TextIO]) -> None:
+    """Consume a pull's progress messages; show them on `progress` as `stack pull` does."""
     if progress is None:
         for _ in messages:
             pass
@@ -157,14 +186,6 @@ def _pull(client: Client, model: str, ref: str, pin: Optional[str], insecure: bo
         from toolchain.progress import show_progress
 
         show_progress(messages, Console(file=progress))
-    if pin:
-        states, _ = actual.read(client)
-        got = next((s.digest for s in states.values() if s.name.casefold() == model.casefold()), None)
-        if got != pin:
-            raise CorralError(
-                f"{model}: the registry served {got} for {ref}, but the stack pins {pin}; "
-                "the pinned version is no longer available under this reference"
-            )
 
 
 def _verb(action: str) -> str:
@@ -180,11 +201,12 @@ def lock_path(url: str) -> str:
 
 
 @contextlib.contextmanager
-def apply_lock(url: str, timeout: float = 0.0, notify: Optional[Echo] = None) -> Iterator[None]:
+def apply_lock(url: str, timeout: float = 0.0, notify: Optional[Echo] = None,
+               stop: Optional[threading.Event] = None) -> Iterator[None]:
     """Exclusive per-server lock for this machine's users; waits up to `timeout` seconds.
 
     The operating system drops the lock when the holder exits, so a killed apply never
-    leaves a stale lock behind.
+    leaves a stale lock behind. Setting `stop` ends the wait with KeyboardInterrupt.
     """
     import fcntl
 
@@ -208,7 +230,7 @@ def apply_lock(url: str, timeout: float = 0.0, notify: Optional[Echo] = None) ->
                 if notify is not None:
                     notify(f"waiting for another stack apply against {url}{holder} (up to {timeout:g}s) ...")
                     notify = None
-                time.sleep(0.2)
+                pause(0.2, stop)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode())
         try:

@@ -15,7 +15,6 @@ git history) their identity is their path.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import re
@@ -24,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
+from toolchain import digests
 from toolchain.modelfile import Command, Modelfile, ModelfileError, parse, to_create_request
 from toolchain.names import parse_name
 from toolchain.stack.load import LoadedStack, StackError
@@ -261,8 +261,4 @@ def file_digest(path: str) -> tuple[str, int]:
 
 @lru_cache(maxsize=64)
 def _digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    return digests.file_digest(path)

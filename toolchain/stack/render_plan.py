@@ -16,7 +16,7 @@ from toolchain.errors import CorralError
 from toolchain.stack.plan import ACTIONS, Change, FieldChange, Plan, summary_counts
 from toolchain.stack.state import DesiredModel, ModelState, Upload, key_of
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: webui_presets and rendered_files (toolchain.stack.edge_plan)
 MARKDOWN_LIMIT = 65_000  # GitHub refuses comments over 65,535 characters
 
 SYMBOL = {"create": "+", "pull": "↓", "update": "~", "replace": "-/+", "delete": "-"}
@@ -36,10 +36,28 @@ HEADLINE = {
 }
 
 
-def summary_line(plans: Sequence[Plan]) -> str:
-    n = summary_counts(plans)
+def counts_text(n: dict[str, int]) -> str:
+    """`1 to pull, 2 to create, 0 to update, 0 to replace, 0 to delete.` (pulls only when there are any)."""
     head = f"{n['pull']} to pull, " if n["pull"] else ""
-    return f"Plan: {head}{n['create']} to create, {n['update']} to update, {n['replace']} to replace, {n['delete']} to delete."
+    return f"{head}{n['create']} to create, {n['update']} to update, {n['replace']} to replace, {n['delete']} to delete."
+
+
+def summary_line(plans: Sequence[Plan]) -> str:
+    """The plan's last line: `Plan: ...` for one target, the total over every target for a fleet."""
+    if _fleet(plans):
+        changed = sum(1 for p in plans if p.pending)
+        return f"Total for {len(plans)} targets ({changed} with changes): {counts_text(summary_counts(plans))}"
+    return f"Plan: {counts_text(summary_counts(plans))}"
+
+
+def target_line(plan: Plan) -> str:
+    """A fleet plan's count for one target (shown at the end of its section)."""
+    return f'Plan for "{plan.target}": {counts_text(plan.counts())}'
+
+
+def _fleet(plans: Sequence[Plan]) -> bool:
+    """Several servers (not a `stack diff`, whose one 'target' is a pair of revisions)."""
+    return len(plans) > 1 and all(p.url for p in plans)
 
 
 def has_changes(plans: Sequence[Plan]) -> bool:
@@ -70,6 +88,9 @@ def render_text(plans: Sequence[Plan]) -> str:
         if plan.unmanaged:
             out.append("")
             out.append(f"  Not in the stack, kept because prune is off: {', '.join(plan.unmanaged)}")
+        if plan.pending and _fleet(plans):
+            out.append("")
+            out.append("  " + target_line(plan))
         out.append("")
     out.append(summary_line(plans) if has_changes(plans) else "No changes. Every server matches the stack.")
     return "\n".join(out) + "\n"
@@ -188,8 +209,11 @@ def _clip(text: str, n: int = 72) -> str:
 # -- markdown ----------------------------------------------------------------------------------
 
 
-def render_markdown(plans: Sequence[Plan], title: str = "Corral plan") -> str:
+def render_markdown(plans: Sequence[Plan], title: str = "Corral plan", edge: Optional[Any] = None) -> str:
+    """`edge`: an `edge_plan.EdgePlan` whose section (presets, rendered files) follows the models."""
     head = summary_line(plans) if has_changes(plans) else "No changes. Every server matches the stack."
+    if edge is not None and edge.changed and not has_changes(plans):
+        head = "No model changes; Open WebUI presets or rendered files differ (below)."
     out = [f"### {title}", "", f"**{head}**", ""]
     for plan in plans:
         out.append(f"#### Target `{plan.target}` (`{plan.url}`)" if plan.url else f"#### Stack `{plan.target}`")
@@ -201,11 +225,15 @@ def render_markdown(plans: Sequence[Plan], title: str = "Corral plan") -> str:
             for c in plan.pending:
                 out.append(f"| `{SYMBOL[c.action]}` | `{c.model}` | {c.action} | {c.reason} |")
             out.append("")
+            if _fleet(plans):
+                out += [target_line(plan), ""]
             for c in plan.pending:
                 out.append(f"<details><summary><code>{SYMBOL[c.action]} {c.model}</code> {HEADLINE[c.action]}</summary>")
                 out += ["", "```diff"] + [_diff_marker(ln) for ln in change_lines(c)[2:]] + ["```", "", "</details>", ""]
         if plan.unmanaged:
             out += [f"Not in the stack, kept (prune is off): {', '.join(f'`{m}`' for m in plan.unmanaged)}", ""]
+    if edge is not None and edge.markdown():
+        out.insert(4, edge.markdown().rstrip("\n") + "\n")  # after the headline: short, and never cut with the model diffs
     text = "\n".join(out)
     if len(text) > MARKDOWN_LIMIT:
         cut = text[:MARKDOWN_LIMIT].rsplit("\n<details>", 1)[0]
@@ -229,18 +257,22 @@ def _diff_marker(line: str) -> str:
 # -- JSON (also the saved-plan format) ---------------------------------------------------------
 
 
-def to_document(plans: Sequence[Plan], stack_path: str = "") -> dict[str, Any]:
-    return {
+def to_document(plans: Sequence[Plan], stack_path: str = "", edge: Optional[Any] = None) -> dict[str, Any]:
+    """`edge`: an `edge_plan.EdgePlan`, adding `webui_presets` and `rendered_files` (not in saved plans)."""
+    doc = {
         "format_version": FORMAT_VERSION,
         "stack": stack_path,
-        "changed": has_changes(plans),
+        "changed": has_changes(plans) or bool(edge is not None and edge.changed),
         "summary": summary_counts(plans),
         "targets": [_plan_doc(p) for p in plans],
     }
+    if edge is not None:
+        doc.update(edge.document())
+    return doc
 
 
-def render_json(plans: Sequence[Plan], stack_path: str = "") -> str:
-    return json.dumps(to_document(plans, stack_path), indent=2, ensure_ascii=False) + "\n"
+def render_json(plans: Sequence[Plan], stack_path: str = "", edge: Optional[Any] = None) -> str:
+    return json.dumps(to_document(plans, stack_path, edge), indent=2, ensure_ascii=False) + "\n"
 
 
 def _plan_doc(plan: Plan) -> dict[str, Any]:

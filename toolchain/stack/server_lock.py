@@ -86,13 +86,22 @@ class Held:
             self.client.lock_release(self.id)
 
 
+def pause(seconds: float, stop: Optional[threading.Event] = None) -> None:
+    """Sleep between two tries for a lock; KeyboardInterrupt at once when `stop` is set."""
+    if stop is None:
+        time.sleep(seconds)
+    elif stop.wait(seconds):
+        raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def server_lock(client: Client, timeout: float = 0.0, notify: Optional[Echo] = None,
-                ttl: float = TTL) -> Iterator[Optional[Held]]:
+                ttl: float = TTL, stop: Optional[threading.Event] = None) -> Iterator[Optional[Held]]:
     """Hold the server's apply lock for the block; wait up to `timeout` seconds for it.
 
     Yields None when the server offers no lock (404/405 on the route). Other errors (401, 403,
-    an unreachable server) are raised: an apply could not go on there anyway.
+    an unreachable server) are raised: an apply could not go on there anyway. Setting `stop`
+    ends the wait with KeyboardInterrupt (Ctrl-C while other threads wait).
     """
     deadline = time.monotonic() + max(timeout, 0.0)
     lease: Optional[dict] = None
@@ -112,7 +121,7 @@ def server_lock(client: Client, timeout: float = 0.0, notify: Optional[Echo] = N
             if notify is not None:
                 notify(f"waiting for another stack apply against {client.url}: {exc.message} (up to {timeout:g}s) ...")
                 notify = None
-            time.sleep(POLL)
+            pause(POLL, stop)
     if lease is None:
         yield None
         return

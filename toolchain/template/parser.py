@@ -97,13 +97,17 @@ class _Parser:
         tok = self.next_non_space()
         name = self.template_name(tok, context)
         self.expect_right(context)
+        self.add_template(name, self.template_body(context), kw.pos)
+
+    def template_body(self, context: str) -> n.ListNode:
+        """The body of a {{define}} or {{block}} up to its {{end}}, in a scope of its own (only `$`)."""
         outer_vars, outer_depth = self.vars, self.range_depth
         self.vars, self.range_depth = ["$"], 0
         body, end = self.item_list(context)
         if not isinstance(end, _End):
             raise self.fail(f"unexpected {{{{else}}}} in {context}", end.pos)
         self.vars, self.range_depth = outer_vars, outer_depth
-        self.add_template(name, body, kw.pos)
+        return body
 
     def template_name(self, tok: Token, context: str) -> str:
         if tok.kind != "string":
@@ -200,13 +204,7 @@ class _Parser:
         tok = self.next_non_space()
         name = self.template_name(tok, context)
         pipe = self.pipeline(context, "right")
-        outer_vars, outer_depth = self.vars, self.range_depth
-        self.vars, self.range_depth = ["$"], 0
-        body, end = self.item_list(context)
-        if not isinstance(end, _End):
-            raise self.fail(f"unexpected {{{{else}}}} in {context}", end.pos)
-        self.vars, self.range_depth = outer_vars, outer_depth
-        self.add_template(name, body, kw.pos)
+        self.add_template(name, self.template_body(context), kw.pos)
         return n.TemplateNode(name, pipe, kw.pos)
 
     # -- pipelines -----------------------------------------------------------------------------

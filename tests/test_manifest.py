@@ -1,4 +1,4 @@
-"""`server.registry.protocol.parse_manifest`: what a manifest from the wire may and may not be."""
+"""`server.manifest.parse`: what a manifest may be, from the wire (strict) and in a store."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from server.registry.protocol import MAX_LAYERS, ManifestError, parse_manifest
+from server.manifest import MAX_LAYERS, MEDIA_CONFIG, Layer, ManifestError, parse
 
 D = "sha256:" + "ab" * 32
 CFG = {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": D, "size": 10}
@@ -61,7 +61,7 @@ BAD = [
 
 @pytest.mark.parametrize("raw", [raw for _, raw in GOOD], ids=[n for n, _ in GOOD])
 def test_good_manifests(raw):
-    m = parse_manifest(raw)
+    m = parse(raw, strict=True)
     assert m.raw == raw
     assert [d.digest for d in m.blobs()][-1] == D
 
@@ -69,7 +69,7 @@ def test_good_manifests(raw):
 @pytest.mark.parametrize("raw, message", [(r, m) for _, r, m in BAD], ids=[n for n, _, _ in BAD])
 def test_bad_manifests(raw, message):
     with pytest.raises(ManifestError) as err:
-        parse_manifest(raw)
+        parse(raw, strict=True)
     if message is not None:
         assert str(err.value) == message
     else:
@@ -77,7 +77,59 @@ def test_bad_manifests(raw, message):
 
 
 def test_blobs_are_layers_then_config_each_once():
-    m = parse_manifest(doc(layers=[LAYER, CFG, LAYER]))
+    m = parse(doc(layers=[LAYER, CFG, LAYER]), strict=True)
     assert [d.digest for d in m.blobs()] == [LAYER["digest"], D]
-    assert m.total_size() == 15
+    assert m.size() == 30  # Ollama's size counts every listed descriptor
     assert m.blobs()[0].short == "cd" * 6
+
+
+# -- the store's reader: what Ollama writes or once wrote ---------------------------------
+
+UPPER = "sha256-" + "CD" * 32
+LENIENT = [
+    # name, bytes, (schema_version, media_type, config digest, layer digests)
+    ("schema 1", doc(schemaVersion=1), (1, None, D, [LAYER["digest"]])),
+    ("oci media type", doc(mediaType="application/vnd.oci.image.manifest.v1+json"),
+     (2, "application/vnd.oci.image.manifest.v1+json", D, [LAYER["digest"]])),
+    ("dash and upper-case digest", doc(layers=[{**LAYER, "digest": UPPER}]), (2, None, D, [LAYER["digest"]])),
+    ("no config", doc(config=None), (2, None, "", [LAYER["digest"]])),
+    ("no layers", json.dumps({"schemaVersion": 2, "config": CFG}).encode(), (2, None, D, [])),
+    ("media type with space", doc(layers=[{**LAYER, "mediaType": "a b"}]), (2, None, D, [LAYER["digest"]])),
+]
+
+
+@pytest.mark.parametrize("raw, want", [(r, w) for _, r, w in LENIENT], ids=[n for n, _, _ in LENIENT])
+def test_store_reader_accepts_what_the_wire_refuses(raw, want):
+    with pytest.raises(ManifestError):
+        parse(raw, strict=True)
+    m = parse(raw)
+    schema, media_type, config, layers = want
+    assert (m.schema_version, m.config.digest, [d.digest for d in m.layers]) == (schema, config, layers)
+    assert m.media_type == (media_type or "application/vnd.docker.distribution.manifest.v2+json")
+    assert [d.digest for d in m.blobs()] == layers + ([config] if config else [])
+
+
+@pytest.mark.parametrize("raw", [raw for _, raw in GOOD], ids=[n for n, _ in GOOD])
+def test_store_reader_reads_every_wire_manifest_alike(raw):
+    assert parse(raw) == parse(raw, strict=True)
+
+
+STORE_BAD = [name for name, _, _ in BAD if name not in
+             {"schema 1", "schema true", "oci index", "no config", "media type with space", "too many layers",
+              "dash form", "upper hex"}]
+
+
+@pytest.mark.parametrize("raw, message", [(r, m) for n, r, m in BAD if n in STORE_BAD], ids=STORE_BAD)
+def test_store_reader_refuses_what_is_not_a_manifest(raw, message):
+    with pytest.raises(ManifestError) as err:
+        parse(raw)
+    if message is not None:
+        assert str(err.value) == message
+    else:
+        assert "has an invalid digest" in str(err.value)
+
+
+def test_layer_json_round_trip():
+    layer = Layer(MEDIA_CONFIG, D, 10, from_="base:latest", name="x")
+    raw = doc(config=layer.to_json(), layers=[])
+    assert parse(raw).config == layer
