@@ -158,17 +158,13 @@ def test_openai_chat_reasoning(oai):
 
 
 def test_stack_run_shows_the_reasoning_apart(server):
-    import os
-    import subprocess
-    import sys
+    from tests.support.cli import run_stack
 
-    from tests.support.server import REPO_ROOT
-
-    done = subprocess.run([sys.executable, "-m", "toolchain.cli", "run", "thinker-8", "hello"], cwd=REPO_ROOT,
-                          env={**os.environ, "OLLAMA_HOST": server.host_env}, capture_output=True, text=True,
-                          timeout=120)
+    done = run_stack("run", "thinker-8", "hello", env={"OLLAMA_HOST": server.host_env})
     assert done.returncode == 0, done.stderr
     # the random model never closes the block the template opened: all reasoning, no answer
     assert done.stdout.startswith("Thinking...\n") and done.stdout.endswith("\n")
     reasoning = done.stdout[len("Thinking...\n"):-1]
     assert reasoning.strip() and "<think>" not in reasoning and "done thinking" not in reasoning
+    done = run_stack("run", "chain", "hello", env={"OLLAMA_HOST": server.host_env})
+    assert done.stdout == "Thinking...\no\n...done thinking.\n\no\n"
