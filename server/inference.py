@@ -3,7 +3,10 @@
 The routes (native here, OpenAI later) describe a generation as a `TextJob` and get back an
 async iterator of *events*, plain tuples, that they shape into their own wire format:
 
-    ("text", str)                 a piece of generated text
+    ("text", str)                 a piece of generated text (the answer)
+    ("thinking", str)             a piece of a thinking model's reasoning (split off the text)
+    ("logprobs", [dict, ...])     with `job.logprobs`: the entries of the tokens behind the text
+                                  and thinking events that follow it (Ollama's Logprob shape)
     ("tool_calls", [dict, ...])   tool calls parsed from the output (chat with tools)
     ("done", Final)               the end, with done_reason and statistics
     ("debug", dict)               instead of all that, for `_debug_render_only`: the prompt
@@ -14,14 +17,16 @@ into a status and `{"error": ...}`); errors later are raised mid-iteration.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional
 
-from server.inference_types import TextJob
+from server.inference_types import Message, TextJob
 from server.scheduler import Lease, Scheduler
 from server.streaming import RequestError
+from toolchain.thinking import think_enabled
 
 # Hard bounds for load-time options: beyond them a request is a client mistake (400), not a
 # reason to try (and fail) to allocate.
@@ -165,8 +170,10 @@ class Engine:
             raise RequestError(f"{model.full} does not support vision", 400)
         if job.images:  # a projector model: the runner has no image path yet, so say so
             raise RequestError("image input is not supported by this server yet", 501)
-        if job.think and "thinking" not in caps:
+        if think_enabled(job.think) and "thinking" not in caps:
             raise RequestError(f'"{job.model}" does not support thinking', 400)
+        if job.think is None and "thinking" in caps:
+            job = dataclasses.replace(job, think=True)  # as Ollama: a thinking model thinks unless told not to
         options = self.options(model, job.options)
         if not job.shift and options.get("num_predict", -1) == -1:
             options["num_predict"] = -2  # no context shift: stop with "length" when the context is full
@@ -182,41 +189,67 @@ class Engine:
             if job.debug_render_only:
                 yield ("debug", {"rendered_template": prompt, "image_count": len(job.images)})
                 return
-            request = model_source.completion_request(prompt, options, job.format, getattr(runner, "info", None))
-            if not job.truncate and isinstance(prompt, str):
-                n = len(await runner.tokenize(prompt, request.add_special, True))
-                if n > lease.num_ctx:
-                    raise RequestError(PROMPT_TOO_LONG, 400)
             final_chunk = None
             first_text_ns = 0
             tools = model_source.tool_parser(model, job.tools) if job.tools else None
-            stream = None
-            try:
-                stream = await runner.completion(request)
-                async for chunk in stream:
-                    text = chunk.text
-                    if text and not first_text_ns:
-                        first_text_ns = now_ns()
-                    if tools is not None and text:
-                        text, calls = tools.feed(text)
-                        if calls:
-                            if text:
-                                yield ("text", text)
-                                text = ""
-                            yield ("tool_calls", calls)
-                    if text:
-                        yield ("text", text)
-                    if chunk.done:
-                        final_chunk = chunk
-                        break
-            except model_source.RUNNER_FAILURES as exc:
-                lease.runner_failed()
-                raise RequestError(f"model runner has unexpectedly stopped: {exc}", 500) from exc
-            except model_source.CLIENT_ERRORS as exc:
-                raise RequestError(str(exc), 400) from exc
-            finally:
-                if stream is not None:
-                    await stream.aclose()
+            thinking = model_source.thinking_parser(model, job.think, prompt)
+            # As Ollama's /api/chat: with a format, a model that thinks first runs without the
+            # grammar (which would forbid its reasoning) and, once its answer begins, again with
+            # it, the reasoning so far added to the chat as the assistant's thinking.
+            deferred = job.kind == "chat" and job.format is not None and thinking is not None
+            thoughts: list[str] = []
+            while True:
+                request = model_source.completion_request(
+                    prompt, options, None if deferred else job.format, getattr(runner, "info", None),
+                    logprobs=job.logprobs, top_logprobs=job.top_logprobs)
+                if not job.truncate and isinstance(prompt, str):
+                    n = len(await runner.tokenize(prompt, request.add_special, True))
+                    if n > lease.num_ctx:
+                        raise RequestError(PROMPT_TOO_LONG, 400)
+                restart = False
+                stream = None
+                try:
+                    stream = await runner.completion(request)
+                    async for chunk in stream:
+                        text = chunk.text
+                        if text and not first_text_ns:
+                            first_text_ns = now_ns()
+                        if chunk.logprobs:
+                            yield ("logprobs", chunk.logprobs)
+                        if thinking is not None and text:
+                            thought, text = thinking.add(text)
+                            if thought:
+                                thoughts.append(thought)
+                                yield ("thinking", thought)
+                            if deferred and text:
+                                restart = True  # the answer begins: drop it, run again with the format
+                                break
+                        for event in _answer(text, tools):
+                            yield event
+                        if chunk.done:
+                            final_chunk = chunk
+                            break
+                except model_source.RUNNER_FAILURES as exc:
+                    lease.runner_failed()
+                    raise RequestError(f"model runner has unexpectedly stopped: {exc}", 500) from exc
+                except model_source.CLIENT_ERRORS as exc:
+                    raise RequestError(str(exc), 400) from exc
+                finally:
+                    if stream is not None:
+                        await stream.aclose()
+                if not restart:
+                    break
+                deferred, thinking = False, None
+                if thoughts:  # (a model that skipped thinking just starts again, constrained)
+                    messages = [*job.messages, Message(role="assistant", content="", thinking="".join(thoughts))]
+                    prompt = await model_source.render(dataclasses.replace(job, messages=messages), model, runner,
+                                                       lease.num_ctx)
+            if thinking is not None:
+                thought, text = thinking.finish()
+                if thought:
+                    yield ("thinking", thought)
+                for event in _answer(text, tools):
+                    yield event
             if tools is not None:
                 rest = tools.finish()
                 if rest:
@@ -257,6 +290,19 @@ class Engine:
             return result.embeddings, result.prompt_eval_count, load_ns
         finally:
             lease.release()
+
+
+def _answer(text: str, tools: Any) -> list[tuple[str, Any]]:
+    """The events for a piece of the answer: text, and tool calls the tool parser finds in it."""
+    if not text:
+        return []
+    if tools is None:
+        return [("text", text)]
+    text, calls = tools.feed(text)
+    events: list[tuple[str, Any]] = [("text", text)] if text else []
+    if calls:
+        events.append(("tool_calls", calls))
+    return events
 
 
 def _final(chunk: Any, started: int, load_ns: int, job: TextJob) -> Final:

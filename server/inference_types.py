@@ -101,6 +101,20 @@ class Message(BaseModel):
 Think = Union[bool, Literal["high", "medium", "low", "max"], None]
 
 
+_LEVELS = ("high", "medium", "low", "max")
+
+
+def _check_think(value: Any) -> Any:
+    """Ollama's ThinkValue: a bool, one of its levels, or null; its messages otherwise."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if value in _LEVELS:
+            return value
+        raise ValueError(f'invalid think value: "{value}" (must be "high", "medium", "low", "max", true, or false)')
+    raise ValueError('think must be a boolean or string ("high", "medium", "low", "max", true, or false)')
+
+
 def _check_top_logprobs(value: int) -> int:
     if not 0 <= value <= 20:
         raise ValueError("top_logprobs must be between 0 and 20")
@@ -126,6 +140,7 @@ class GenerateRequest(_Request):
 
     _format = field_validator("format")(classmethod(lambda cls, v: _check_format(v)))
     _top_logprobs = field_validator("top_logprobs")(classmethod(lambda cls, v: _check_top_logprobs(v)))
+    _think = field_validator("think", mode="before")(classmethod(lambda cls, v: _check_think(v)))
 
     @field_validator("prompt", "suffix", mode="before")
     @classmethod
@@ -147,6 +162,7 @@ class ChatRequest(_Request):
 
     _format = field_validator("format")(classmethod(lambda cls, v: _check_format(v)))
     _top_logprobs = field_validator("top_logprobs")(classmethod(lambda cls, v: _check_top_logprobs(v)))
+    _think = field_validator("think", mode="before")(classmethod(lambda cls, v: _check_think(v)))
 
     @field_validator("messages", mode="before")
     @classmethod
@@ -182,7 +198,8 @@ def validation_message(exc: ValidationError) -> str:
     msg = err.get("msg", "invalid value")
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-        if loc in ("input", "format", "keep_alive", "top_logprobs") or msg.startswith(("time:", "Unsupported", "invalid")):
+        if loc in ("input", "format", "keep_alive", "top_logprobs", "think") or \
+                msg.startswith(("time:", "Unsupported", "invalid")):
             return msg
     return f"{loc}: {msg}" if loc else msg
 
@@ -214,6 +231,8 @@ class TextJob:
     truncate: bool = True
     shift: bool = True
     debug_render_only: bool = False  # Ollama's _debug_render_only: answer the rendered prompt
+    logprobs: bool = False  # report each generated token's log probability
+    top_logprobs: int = 0  # ... with this many most likely alternatives (0-20)
 
     @classmethod
     def from_generate(cls, req: GenerateRequest) -> "TextJob":
@@ -223,7 +242,7 @@ class TextJob:
             format=req.format, options=dict(req.options or {}), keep_alive=req.keep_alive,
             keep_alive_set="keep_alive" in req.model_fields_set and req.keep_alive is not None,
             think=req.think, truncate=req.truncate is not False, shift=req.shift is not False,
-            debug_render_only=req.debug_render_only,
+            debug_render_only=req.debug_render_only, logprobs=req.logprobs, top_logprobs=req.top_logprobs,
         )
 
     @classmethod
@@ -234,7 +253,7 @@ class TextJob:
             format=req.format, options=dict(req.options or {}), keep_alive=req.keep_alive,
             keep_alive_set="keep_alive" in req.model_fields_set and req.keep_alive is not None,
             think=req.think, truncate=req.truncate is not False, shift=req.shift is not False,
-            debug_render_only=req.debug_render_only,
+            debug_render_only=req.debug_render_only, logprobs=req.logprobs, top_logprobs=req.top_logprobs,
         )
 
     @property

@@ -138,7 +138,8 @@ async def start_runner(spec: Any, load_timeout: Optional[float]) -> Any:
     return await Runner.start(spec, load_timeout=1e9 if load_timeout is None else load_timeout)
 
 
-def completion_request(prompt: Any, options: dict[str, Any], fmt: Any, info: Any = None) -> Any:
+def completion_request(prompt: Any, options: dict[str, Any], fmt: Any, info: Any = None, *,
+                       logprobs: bool = False, top_logprobs: int = 0) -> Any:
     """The runner's request. A text prompt gets the model's BOS (as llama-server adds it) unless
     the rendered text already starts with it (templates that write `bos_token` themselves)."""
     from server.runner.types import CompletionRequest, SamplingOptions
@@ -149,7 +150,8 @@ def completion_request(prompt: Any, options: dict[str, Any], fmt: Any, info: Any
         sampling = SamplingOptions.from_options(options)
     except CLIENT_ERRORS as exc:
         raise RequestError(str(exc), 400) from None
-    return CompletionRequest(prompt=prompt, options=sampling, format=fmt, add_special=add_special)
+    return CompletionRequest(prompt=prompt, options=sampling, format=fmt, add_special=add_special,
+                             logprobs=logprobs, top_logprobs=top_logprobs if logprobs else 0)
 
 
 def _runner_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
@@ -185,7 +187,7 @@ async def render(job: TextJob, model: ResolvedModel, runner: Any, num_ctx: int) 
             messages = prompts.chat_messages([m.to_json() for m in job.messages], model_system=model.system or "",
                                              model_messages=model.messages)
             if jinja is not None:
-                return await _jinja_prompt(jinja, messages, job.tools, runner, count, job.truncate, num_ctx)
+                return await _jinja_prompt(jinja, messages, job.tools, runner, count, job.truncate, num_ctx, job.think)
             return await asyncio.to_thread(
                 prompts.chat_prompt, model.template, messages, job.tools, num_ctx=num_ctx, count_tokens=count,
                 think=job.think, truncate=job.truncate, has_projector=has_projector)
@@ -197,7 +199,7 @@ async def render(job: TextJob, model: ResolvedModel, runner: Any, num_ctx: int) 
             if context_text is None:
                 messages.extend(model.messages)
             messages.append({"role": "user", "content": job.prompt})
-            text = await _jinja_prompt(jinja, messages, [], runner, count, job.truncate, num_ctx)
+            text = await _jinja_prompt(jinja, messages, [], runner, count, job.truncate, num_ctx, job.think)
             return (context_text or "") + text
         result = await asyncio.to_thread(
             prompts.generate_prompt, model.template, prompt=job.prompt, system=job.system or "", suffix=job.suffix,
@@ -212,18 +214,29 @@ async def render(job: TextJob, model: ResolvedModel, runner: Any, num_ctx: int) 
 
 
 async def _jinja_prompt(source: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], runner: Any,
-                        count: Any, truncate: bool, num_ctx: int) -> str:
+                        count: Any, truncate: bool, num_ctx: int, think: Any = None) -> str:
     """Render a GGUF `tokenizer.chat_template` (server.chat_template), dropping the oldest
-    non-system messages until it fits (the latest message is always kept)."""
+    non-system messages until it fits (the latest message is always kept). As Ollama asks
+    llama-server: a set `think` is `enable_thinking` (and a level `reasoning_effort`), and a
+    message's `thinking` is its `reasoning_content`."""
     from server.chat_template import render_jinja_chat_template
+    from toolchain.thinking import think_enabled
 
     info = getattr(runner, "info", None)
     bos, eos = getattr(info, "bos_text", "") or "", getattr(info, "eos_text", "") or ""
+    extra: dict[str, Any] = {}
+    if think is not None:
+        extra["enable_thinking"] = think_enabled(think)
+        if isinstance(think, str):
+            extra["reasoning_effort"] = think
 
     def build() -> str:
         msgs = [dict(m) for m in messages]
+        for m in msgs:
+            if m.get("thinking") and "reasoning_content" not in m:
+                m["reasoning_content"] = m["thinking"]
         while True:
-            text = render_jinja_chat_template(source, msgs, True, bos, eos, tools or None)
+            text = render_jinja_chat_template(source, msgs, True, bos, eos, tools or None, **extra)
             droppable = [i for i, m in enumerate(msgs[:-1]) if m.get("role") != "system"]
             if not truncate or not droppable or count(text) <= num_ctx:
                 return text
@@ -245,6 +258,37 @@ def _token_counter(runner: Any, num_ctx: int) -> Any:
         return len(asyncio.run_coroutine_threadsafe(runner.tokenize(text, True, True), loop).result())
 
     return count
+
+
+def thinking_tags(model: ResolvedModel) -> tuple[str, str]:
+    """The tags a thinking model wraps its reasoning in: inferred from its TEMPLATE as Ollama
+    does, else `<think>`/`</think>` (the tags its capability was detected by: a GGUF chat
+    template, or a TEMPLATE that mentions them outside Ollama's pattern). ("", "") for others."""
+    from toolchain.thinking import DEFAULT_TAGS, infer_tags
+
+    if "thinking" not in model.capabilities:
+        return "", ""
+    opening, closing = infer_tags(model.template) if model.template else ("", "")
+    if opening and closing:
+        return opening, closing
+    return DEFAULT_TAGS
+
+
+def thinking_parser(model: ResolvedModel, think: Any, prompt: Any) -> Any:
+    """A streaming thinking/content splitter for one response (toolchain.thinking), or None when
+    the request does not think. As Ollama: when the rendered prompt already ends with the
+    opening tag (templates that open the block for the model), the parser starts inside it."""
+    from toolchain.thinking import ThinkingParser, think_enabled
+
+    if not think_enabled(think):
+        return None
+    opening, closing = thinking_tags(model)
+    if not opening or not closing:
+        return None
+    parser = ThinkingParser(opening, closing)
+    if isinstance(prompt, str) and prompt.strip().endswith(opening):
+        parser.add(opening)
+    return parser
 
 
 def tool_parser(model: ResolvedModel, tools: list[dict[str, Any]]) -> Any:

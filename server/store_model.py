@@ -122,6 +122,11 @@ class Model:
                 add("insert")
             if "<think>" in self.template and "</think>" in self.template:
                 add("thinking")
+            else:
+                from toolchain.thinking import infer_tags
+
+                if all(infer_tags(self.template)):  # Ollama's rule: tags around .Thinking in .Messages
+                    add("thinking")
         return caps
 
 

@@ -151,17 +151,18 @@ async def _unless_disconnected(work: Awaitable[Any], receive: Callable[[], Await
 
 
 def merge_generate(chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    """The final chunk with `response` (and `thinking`) replaced by the whole text."""
+    """The final chunk with `response` (and `thinking`, `logprobs`) replaced by the whole text."""
     final = dict(chunks[-1])
     final["response"] = "".join(c.get("response", "") for c in chunks)
     thinking = "".join(c.get("thinking", "") for c in chunks)
     if thinking:
         final["thinking"] = thinking
+    _merge_logprobs(final, chunks)
     return final
 
 
 def merge_chat(chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    """The final chunk with message content, thinking and tool calls concatenated."""
+    """The final chunk with message content, thinking, tool calls and logprobs concatenated."""
     final = dict(chunks[-1])
     message = dict(final.get("message") or {"role": "assistant"})
     message["content"] = "".join((c.get("message") or {}).get("content", "") for c in chunks)
@@ -172,7 +173,14 @@ def merge_chat(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     if calls:
         message["tool_calls"] = calls
     final["message"] = message
+    _merge_logprobs(final, chunks)
     return final
+
+
+def _merge_logprobs(final: dict[str, Any], chunks: list[dict[str, Any]]) -> None:
+    logprobs = [lp for c in chunks for lp in c.get("logprobs", ())]
+    if logprobs:
+        final["logprobs"] = logprobs
 
 
 async def _close(chunks: AsyncIterator[Any]) -> None:

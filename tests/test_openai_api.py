@@ -300,7 +300,7 @@ def test_unknown_model_is_not_found(oai, call):
 @pytest.mark.parametrize("kwargs,param,text", [
     ({"n": 2}, "n", "one choice"),
     ({"temperature": 3}, "temperature", "between 0 and 2"),
-    ({"logprobs": True}, "logprobs", "not supported"),
+    ({"top_logprobs": 2}, "top_logprobs", "'logprobs' must be set to true"),
     ({"messages": []}, "messages", "too short"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/a.png"}}]}]},
      "messages[0].content[0]", "image URLs are not currently supported"),

@@ -68,8 +68,9 @@ REFUSED_CHAT = [
     ({"presence_penalty": 3}, "presence_penalty", "between -2 and 2"),
     ({"stop": ["a", 1]}, "stop", "invalid type for 'stop' field: int"),
     ({"logit_bias": {"50256": -100}}, "logit_bias", "not supported"),
-    ({"logprobs": True}, "logprobs", "not supported"),
-    ({"top_logprobs": 3}, "top_logprobs", "not supported"),
+    ({"top_logprobs": 3}, "top_logprobs", "'logprobs' must be set to true"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs", "not between 0 and 20"),
+    ({"logprobs": True, "top_logprobs": -1}, "top_logprobs", "not between 0 and 20"),
     ({"modalities": ["text", "audio"]}, "modalities", "text"),
     ({"audio": {"voice": "alloy"}}, "audio", "not supported"),
     ({"prediction": {"type": "content", "content": "x"}}, "prediction", "not supported"),
@@ -291,7 +292,9 @@ def test_completion_requests():
     ({"prompt": ""}, "prompt", "must not be empty"),
     ({"best_of": 3}, "best_of", "one choice"),
     ({"n": 2}, "n", "one choice"),
-    ({"logprobs": 2}, "logprobs", "not supported"),
+    ({"logprobs": 21}, "logprobs", "not between 0 and 20"),
+    ({"logprobs": -1}, "logprobs", "not between 0 and 20"),
+    ({"logprobs": 2, "echo": True}, "logprobs", "echoed prompt"),
     ({"stop": [1]}, "stop", "invalid type for 'stop' field"),
     ({"max_tokens": 0}, "max_tokens", "minimum of 1"),
 ])
@@ -568,3 +571,63 @@ def test_tool_call_arguments_are_json_strings_the_sdk_can_parse():
                                call_id=lambda: "call_a")
     assert json.loads(calls[0]["function"]["arguments"]) == {"q": "café", "n": [1, 2]}
     assert calls[0]["id"] == "call_a"
+
+
+# -- logprobs ----------------------------------------------------------------------------------
+
+LP_A = {"token": "He", "logprob": -0.5, "bytes": [72, 101],
+        "top_logprobs": [{"token": "He", "logprob": -0.5, "bytes": [72, 101]}, {"token": "", "logprob": -2.0}]}
+LP_B = {"token": "llo", "logprob": -1.25, "bytes": [108, 108, 111],
+        "top_logprobs": [{"token": "y", "logprob": -1.0, "bytes": [121]}, {"token": "llo", "logprob": -1.25,
+                                                                          "bytes": [108, 108, 111]}]}
+OAI_A = {"token": "He", "logprob": -0.5, "bytes": [72, 101],
+         "top_logprobs": [{"token": "He", "logprob": -0.5, "bytes": [72, 101]}, {"token": "", "logprob": -2.0,
+                                                                                 "bytes": None}]}
+OAI_B = {"token": "llo", "logprob": -1.25, "bytes": [108, 108, 111],
+         "top_logprobs": [{"token": "y", "logprob": -1.0, "bytes": [121]},
+                          {"token": "llo", "logprob": -1.25, "bytes": [108, 108, 111]}]}
+
+
+def test_logprobs_requests():
+    assert (chat().job.logprobs, chat().job.top_logprobs) == (False, 0)
+    assert (chat(logprobs=True).job.logprobs, chat(logprobs=True).job.top_logprobs) == (True, 0)
+    assert chat(logprobs=True, top_logprobs=20).job.top_logprobs == 20
+    assert chat(logprobs=True).logprobs and not chat(logprobs=False).logprobs
+    assert (completion().job.logprobs, completion(logprobs=0).job.logprobs) == (False, True)
+    assert completion(logprobs=3).job.top_logprobs == 3
+
+
+def test_chat_completion_logprobs_are_openais_token_logprobs():
+    events = [("logprobs", [LP_A]), ("text", "He"), ("logprobs", [LP_B]), ("text", "llo"), ("done", Final())]
+    body = convert.chat_completion("c", 0, "m", events, logprobs=True)
+    assert body["choices"][0]["logprobs"] == {"content": [OAI_A, OAI_B], "refusal": None}
+    assert body["choices"][0]["message"]["content"] == "Hello"
+    assert convert.chat_completion("c", 0, "m", events)["choices"][0]["logprobs"] is None  # not asked
+    assert convert.chat_completion("c", 0, "m", [("done", Final())], logprobs=True)["choices"][0]["logprobs"] == \
+        {"content": [], "refusal": None}
+
+
+def test_chat_stream_logprobs_ride_on_the_next_chunk():
+    events = [("logprobs", [LP_A]), ("thinking", "He"), ("logprobs", [LP_B]), ("text", "llo"),
+              ("logprobs", [LP_A]), ("done", Final())]
+    chunks = stream(events, logprobs=True)
+    got = [c["choices"][0]["logprobs"] for c in chunks]
+    assert got == [{"content": [OAI_A], "refusal": None}, {"content": [OAI_B], "refusal": None},
+                   {"content": [OAI_A], "refusal": None}]  # the last entry on the finish chunk
+    assert deltas(chunks) == [({"role": "assistant", "reasoning": "He"}, None), ({"content": "llo"}, None),
+                              ({}, "stop")]
+    assert all(c["choices"][0]["logprobs"] is None for c in stream(events))  # not asked: never sent
+
+
+def test_completion_logprobs_are_the_legacy_parallel_lists():
+    events = [("logprobs", [LP_A]), ("text", "He"), ("logprobs", [LP_B]), ("text", "llo"), ("done", Final())]
+    body = convert.text_completion("c", 0, "m", events, logprobs=2)
+    assert body["choices"][0]["logprobs"] == {
+        "tokens": ["He", "llo"], "token_logprobs": [-0.5, -1.25],
+        "top_logprobs": [{"He": -0.5, "": -2.0}, {"y": -1.0, "llo": -1.25}], "text_offset": [0, 2]}
+    assert convert.text_completion("c", 0, "m", events, logprobs=0)["choices"][0]["logprobs"]["top_logprobs"] is None
+    assert convert.text_completion("c", 0, "m", events)["choices"][0]["logprobs"] is None
+    s = convert.CompletionStream("c", 0, "m", logprobs=1)
+    chunks = [c for kind, v in events for c in s.feed(kind, v)]
+    streamed = [c["choices"][0]["logprobs"] for c in chunks]
+    assert [(lp["tokens"], lp["text_offset"]) for lp in streamed] == [(["He"], [0]), (["llo"], [2]), ([], [])]

@@ -475,3 +475,89 @@ def test_gemma_real_text_and_json(gemma_gguf):
             await r.close()
 
     run(scenario())
+
+
+async def generate_logprobs(runner: Runner, prompt, top: int, grammar=None, **options):
+    """(text, final chunk, logprob entries of every chunk in order)."""
+    req = CompletionRequest(prompt=prompt, options=SamplingOptions.from_options(options), grammar=grammar,
+                            logprobs=True, top_logprobs=top)
+    stream = await runner.completion(req)
+    text, entries = [], []
+    async for chunk in stream:
+        entries.extend(chunk.logprobs or ())
+        if chunk.done:
+            return "".join(text), chunk, entries
+        text.append(chunk.text)
+    raise AssertionError("no final chunk")
+
+
+def check_entry(e: dict, top: int) -> None:
+    assert math.isfinite(e["logprob"]) and e["logprob"] <= 0
+    assert bytes(e.get("bytes", [])).decode("utf-8", "replace") == e["token"]
+    alts = e.get("top_logprobs", [])
+    assert len(alts) == top
+    values = [a["logprob"] for a in alts]
+    assert values == sorted(values, reverse=True) and all(math.isfinite(v) and v <= 0 for v in values)
+    assert math.fsum(math.exp(v) for v in values) <= 1 + 1e-6
+    if alts:
+        assert e["logprob"] <= values[0] + 1e-6  # the raw distribution: nothing beats the top-1
+
+
+def test_logprobs_one_entry_per_generated_token_from_the_raw_distribution(tiny_gguf):
+    async def scenario():
+        r = await start(tiny_gguf, num_parallel=2)
+        try:
+            greedy = {"temperature": 0, "repeat_penalty": 1.0}
+            text, final, entries = await generate_logprobs(r, "the sky is", 5, LETTERS, num_predict=12, **greedy)
+            assert final.done_reason == "length" and len(entries) == final.stats.eval_count == 12
+            assert b"".join(bytes(e.get("bytes", [])) for e in entries).decode() == text
+            for e in entries:
+                check_entry(e, 5)
+            # unconstrained greedy, no penalties: the sampled token is the most likely one
+            _, final, entries = await generate_logprobs(r, "hello world", 3, num_predict=8, **greedy)
+            assert len(entries) == final.stats.eval_count > 0
+            for e in entries:
+                check_entry(e, 3)
+                best = e["top_logprobs"][0]
+                assert (e["token"], e["logprob"]) == (best["token"], best["logprob"])
+            # temperature shapes the sampler, not the reported distribution: the first position
+            # (same prompt, same logits) reports the same values whatever the temperature
+            _, _, hot = await generate_logprobs(r, "hello world", 3, num_predict=1, temperature=1.8, seed=3)
+            assert [a["logprob"] for a in hot[0]["top_logprobs"]] == pytest.approx(
+                [a["logprob"] for a in entries[0]["top_logprobs"]], abs=1e-4)
+            # top_logprobs 0: the sampled token only
+            _, _, plain = await generate_logprobs(r, "hello world", 0, num_predict=3, **greedy)
+            assert plain and all("top_logprobs" not in e for e in plain)
+            # not asked: nothing computed, nothing sent
+            req = CompletionRequest(prompt="hello world", options=SamplingOptions.from_options({"num_predict": 3}))
+            async with await r.completion(req) as stream:
+                chunks = [c async for c in stream]
+            assert chunks[-1].done and all(c.logprobs is None for c in chunks)
+            with pytest.raises(InvalidRequest, match="top_logprobs must be between 0 and 20"):
+                await r.completion(CompletionRequest(prompt="x", logprobs=True, top_logprobs=21))
+        finally:
+            await r.close()
+
+    run(scenario())
+
+
+def test_logprobs_come_from_each_sequence_s_own_row_of_the_batch(tiny_gguf):
+    async def scenario():
+        r = await start(tiny_gguf, num_parallel=3)
+        try:
+            opts = {"num_predict": 20, "temperature": 0}
+            fixed = 'root ::= "the answer"'  # the same tokens whatever the logits: values comparable
+            _, _, alone = await generate_logprobs(r, "the sky is blue", 2, fixed, **opts)
+            batched = await asyncio.gather(
+                generate_logprobs(r, "hello world", 2, fixed, **opts),
+                generate_logprobs(r, "the sky is blue", 2, fixed, **opts),
+                generate_letters(r, "a b c", num_predict=6, temperature=0),
+            )
+            together, other = batched[1][2], batched[0][2]
+            assert [e["token"] for e in together] == [e["token"] for e in alone] == [e["token"] for e in other]
+            assert [e["logprob"] for e in together] == pytest.approx([e["logprob"] for e in alone], abs=1e-3)
+            assert [e["logprob"] for e in other] != pytest.approx([e["logprob"] for e in alone], abs=1e-3)
+        finally:
+            await r.close()
+
+    run(scenario())

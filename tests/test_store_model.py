@@ -111,6 +111,11 @@ def test_legacy_modelfile_blob_references(store, tiny):
         ("gemma3", {"gemma3__vision__block_count": 2}, None, ["completion", "vision"]),
         ("llama", {}, "{{ if .Tools }}{{ .Tools }}{{ end }}{{ .Prompt }}", ["completion", "tools"]),
         ("llama", {}, "<PRE> {{ .Prompt }} <SUF>{{ .Suffix }} <MID>", ["completion", "insert"]),
+        ("llama", {}, "{{ range .Messages }}{{ .Content }}<think>{{ .Thinking }}</think>{{ end }}",
+         ["completion", "thinking"]),
+        ("llama", {}, "{{ range .Messages }}{{ if .Thinking }}[THINK]{{ .Thinking }}[/THINK]{{ end }}{{ end }}",
+         ["completion", "thinking"]),  # any tags Ollama's inference finds
+        ("llama", {}, "{{ if .Thinking }}[THINK]{{ .Thinking }}[/THINK]{{ end }}", ["completion"]),
     ],
 )
 def test_capabilities(store, tmp_path, arch, kv, template, expected):

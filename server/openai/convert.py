@@ -5,8 +5,8 @@ routes build — a `TextJob` for chat and completions, an `EmbedPlan` for embedd
 APIs cannot drift. Every rule about what an OpenAI parameter means is here, and every parameter
 that would change the answer but is not implemented is refused with a 400 naming it.
 
-Results: the engine's events (`("text", str)`, `("thinking", str)`, `("tool_calls", [native
-call, ...])`, `("done", Final)`) become `chat.completion` / `chat.completion.chunk` /
+Results: the engine's events (`("text", str)`, `("thinking", str)`, `("logprobs", [native
+entry, ...])`, `("tool_calls", [native call, ...])`, `("done", Final)`) become `chat.completion` / `chat.completion.chunk` /
 `text_completion` objects; embeddings become an `embedding` list; stored models become `model`
 objects. Nothing here does I/O; ids and timestamps are parameters.
 """
@@ -304,15 +304,16 @@ class ChatPlan:
     parallel_tool_calls: bool = True
     forced_call: bool = False  # tool_choice forces a call: the answer is one call's JSON
 
+    @property
+    def logprobs(self) -> bool:
+        return self.job.logprobs
+
 
 def chat_request(req: ChatCompletionRequest) -> ChatPlan:
     if not req.model:
         raise _bad("you must provide a model parameter", "model")
     _refuse_present(req, ("audio", "prediction", "web_search_options", "functions", "function_call"))
-    if req.logprobs:
-        raise _bad("logprobs is not supported by this server", "logprobs")
-    if req.top_logprobs:
-        raise _bad("top_logprobs is not supported by this server", "top_logprobs")
+    top_logprobs = chat_top_logprobs(req)
     if req.modalities is not None and any(m != "text" for m in req.modalities):
         raise _bad("only the 'text' modality is supported", "modalities")
     max_tokens, param = req.max_completion_tokens, "max_completion_tokens"
@@ -328,11 +329,28 @@ def chat_request(req: ChatCompletionRequest) -> ChatPlan:
         images=[img for m in messages for img in (m.images or ())],
         format=forced if forced is not None else response_format(req),
         options=sampling_options(req, max_tokens, param), think=think_value(req.reasoning.effort if req.reasoning is not None else req.reasoning_effort),
-        debug_render_only=req.debug_render_only,
+        debug_render_only=req.debug_render_only, logprobs=bool(req.logprobs), top_logprobs=top_logprobs,
     )
     return ChatPlan(job=job, stream=bool(req.stream) and not req.debug_render_only,
                     include_usage=bool(req.stream and req.stream_options and req.stream_options.include_usage),
                     parallel_tool_calls=req.parallel_tool_calls is not False, forced_call=forced is not None)
+
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound for chat, Ollama's for both APIs
+
+
+def chat_top_logprobs(req: ChatCompletionRequest) -> int:
+    """`top_logprobs` (0-20), which needs `logprobs: true`, as OpenAI checks."""
+    top = req.top_logprobs
+    if top is None:
+        return 0
+    if not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise _bad(f"Invalid value for 'top_logprobs': {top} is not between 0 and {MAX_TOP_LOGPROBS}.",
+                   "top_logprobs")
+    if top and not req.logprobs:
+        raise _bad("Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.",
+                   "top_logprobs")
+    return top
 
 
 # -- completion requests -----------------------------------------------------------------------
@@ -372,9 +390,15 @@ def completion_request(req: CompletionRequest) -> CompletionPlan:
     if req.best_of is not None and req.best_of != 1:
         raise _bad("best_of must be 1: this server generates one choice per request", "best_of")
     if req.logprobs is not None:
-        raise _bad("logprobs is not supported by this server", "logprobs")
+        if not 0 <= req.logprobs <= MAX_TOP_LOGPROBS:
+            raise _bad(f"Invalid value for 'logprobs': {req.logprobs} is not between 0 and {MAX_TOP_LOGPROBS}.",
+                       "logprobs")
+        if req.echo:
+            raise _bad("logprobs of the echoed prompt are not supported by this server; drop 'echo' or 'logprobs'",
+                       "logprobs")
     job = TextJob(model=req.model, kind="generate", prompt=prompt, suffix=req.suffix or "",
-                  options=sampling_options(req, req.max_tokens), debug_render_only=req.debug_render_only)
+                  options=sampling_options(req, req.max_tokens), debug_render_only=req.debug_render_only,
+                  logprobs=req.logprobs is not None, top_logprobs=req.logprobs or 0)
     return CompletionPlan(job=job, stream=bool(req.stream) and not req.debug_render_only,
                           include_usage=bool(req.stream and req.stream_options and req.stream_options.include_usage),
                           echo=prompt if req.echo else "")
@@ -450,10 +474,42 @@ def tool_calls(native: list[dict[str, Any]], first_index: int = 0,
     return out
 
 
+def token_logprob(native: dict[str, Any]) -> dict[str, Any]:
+    """A native logprob entry (Ollama's shape) as OpenAI's `ChatCompletionTokenLogprob`."""
+    def one(e: dict[str, Any]) -> dict[str, Any]:
+        return {"token": e["token"], "logprob": e["logprob"], "bytes": e.get("bytes") or None}
+
+    return {**one(native), "top_logprobs": [one(a) for a in native.get("top_logprobs", ())]}
+
+
+def chat_logprobs(native: list[dict[str, Any]]) -> dict[str, Any]:
+    """A choice's `logprobs` object for chat: `{"content": [...], "refusal": null}`."""
+    return {"content": [token_logprob(e) for e in native], "refusal": None}
+
+
+def completion_logprobs(native: list[dict[str, Any]], offset: int = 0,
+                        top: bool = True) -> dict[str, Any]:
+    """A choice's `logprobs` for the legacy completions: parallel lists of tokens, their logprobs,
+    the alternatives as {token: logprob} (null with `logprobs: 0`) and each token's character
+    offset in the text (starting at `offset`)."""
+    offsets = []
+    for e in native:
+        offsets.append(offset)
+        offset += len(e["token"])
+    return {
+        "tokens": [e["token"] for e in native],
+        "token_logprobs": [e["logprob"] for e in native],
+        "top_logprobs": [{a["token"]: a["logprob"] for a in e.get("top_logprobs", ())} for e in native]
+        if top else None,
+        "text_offset": offsets,
+    }
+
+
 @dataclass
 class _Collected:
     text: list[str] = field(default_factory=list)
     thinking: list[str] = field(default_factory=list)
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     final: Any = None
     debug: Optional[dict[str, Any]] = None
@@ -473,6 +529,8 @@ def _collect(events: Iterable[tuple[str, Any]]) -> _Collected:
             c.text.append(value)
         elif kind == "thinking":
             c.thinking.append(value)
+        elif kind == "logprobs":
+            c.logprobs.extend(value)
         elif kind == "tool_calls":
             c.calls.extend(value)
         elif kind == "done":
@@ -492,7 +550,7 @@ def _as_forced_call(c: _Collected) -> None:
 
 
 def chat_completion(id: str, created: int, model: str, events: Iterable[tuple[str, Any]], *,
-                    parallel_tool_calls: bool = True, forced_call: bool = False,
+                    parallel_tool_calls: bool = True, forced_call: bool = False, logprobs: bool = False,
                     call_id: Callable[[], str] = lambda: new_id("call_")) -> dict[str, Any]:
     """The `chat.completion` object for a whole (non-streamed) generation."""
     c = _collect(events)
@@ -510,7 +568,8 @@ def chat_completion(id: str, created: int, model: str, events: Iterable[tuple[st
     body = {
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": c.finish_reason(bool(calls))}],
+        "choices": [{"index": 0, "message": message, "logprobs": chat_logprobs(c.logprobs) if logprobs else None,
+                     "finish_reason": c.finish_reason(bool(calls))}],
         "usage": c.usage(),
     }
     if c.debug is not None:
@@ -523,12 +582,15 @@ class ChatStream:
 
     The first chunk carries `role`; tool calls are streamed whole, one delta each, with running
     indexes; the end is a chunk with an empty delta and the finish reason, then (with
-    `include_usage`) one with no choices and the usage.
+    `include_usage`) one with no choices and the usage. Logprob entries ride on the next chunk
+    with a delta (those left at the end, on the finish chunk).
     """
 
     def __init__(self, id: str, created: int, model: str, *, include_usage: bool = False,
-                 parallel_tool_calls: bool = True, forced_call: bool = False,
+                 parallel_tool_calls: bool = True, forced_call: bool = False, logprobs: bool = False,
                  call_id: Callable[[], str] = lambda: new_id("call_")) -> None:
+        self.logprobs = logprobs
+        self.lps: list[dict[str, Any]] = []  # entries waiting for the next chunk
         self.id, self.created, self.model = id, created, model
         self.forced_call = forced_call
         self.held: list[str] = []  # a forced call's JSON, turned into a call at the end
@@ -542,13 +604,23 @@ class ChatStream:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                 "system_fingerprint": FINGERPRINT, "choices": choices, **extra}
 
+    def _take_logprobs(self) -> Optional[dict[str, Any]]:
+        if not self.lps:
+            return None
+        lps, self.lps = self.lps, []
+        return chat_logprobs(lps)
+
     def _delta(self, delta: dict[str, Any]) -> dict[str, Any]:
         if not self.started:
             delta = {"role": "assistant", **delta}
             self.started = True
-        return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+        return self._chunk([{"index": 0, "delta": delta, "logprobs": self._take_logprobs(), "finish_reason": None}])
 
     def feed(self, kind: str, value: Any) -> list[dict[str, Any]]:
+        if kind == "logprobs":
+            if self.logprobs:
+                self.lps.extend(value)
+            return []
         if kind == "text" and self.forced_call:
             self.held.append(value)
             return []
@@ -575,7 +647,8 @@ class ChatStream:
         if kind == "done":
             out = [] if self.started else [self._delta({"content": ""})]
             reason = finish_reason(value.done_reason, self.calls_sent > 0)
-            out.append(self._chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}]))
+            out.append(self._chunk([{"index": 0, "delta": {}, "logprobs": self._take_logprobs(),
+                                     "finish_reason": reason}]))
             if self.include_usage:
                 out.append(self._chunk([], usage=usage(value)))
             return out
@@ -583,13 +656,15 @@ class ChatStream:
 
 
 def text_completion(id: str, created: int, model: str, events: Iterable[tuple[str, Any]],
-                    echo: str = "") -> dict[str, Any]:
-    """The `text_completion` object for a whole (non-streamed) generation."""
+                    echo: str = "", logprobs: Optional[int] = None) -> dict[str, Any]:
+    """The `text_completion` object for a whole (non-streamed) generation; `logprobs` is the
+    request's (the number of alternatives, None when not asked)."""
     c = _collect(events)
+    lps = None if logprobs is None else completion_logprobs(c.logprobs, top=logprobs > 0)
     body = {
         "id": id, "object": "text_completion", "created": created, "model": model,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"text": echo + "".join(c.text), "index": 0, "logprobs": None,
+        "choices": [{"text": echo + "".join(c.text), "index": 0, "logprobs": lps,
                      "finish_reason": c.finish_reason(False)}],
         "usage": c.usage(),
     }
@@ -601,20 +676,35 @@ def text_completion(id: str, created: int, model: str, events: Iterable[tuple[st
 class CompletionStream:
     """Engine events as streamed `text_completion` chunks (OpenAI's legacy completions)."""
 
-    def __init__(self, id: str, created: int, model: str, *, include_usage: bool = False, echo: str = "") -> None:
+    def __init__(self, id: str, created: int, model: str, *, include_usage: bool = False, echo: str = "",
+                 logprobs: Optional[int] = None) -> None:
         self.id, self.created, self.model = id, created, model
         self.include_usage = include_usage
         self.echo = echo
+        self.logprobs = logprobs  # the request's: alternatives per token, None when not asked
+        self.lps: list[dict[str, Any]] = []  # entries waiting for the next chunk
+        self.offset = 0  # characters of text sent so far (text_offset of the next token)
+
+    def _take_logprobs(self) -> Optional[dict[str, Any]]:
+        if self.logprobs is None:
+            return None
+        lps, self.lps = self.lps, []
+        out = completion_logprobs(lps, self.offset, top=self.logprobs > 0)
+        self.offset += sum(len(e["token"]) for e in lps)
+        return out
 
     def _chunk(self, text: str, reason: Optional[str]) -> dict[str, Any]:
         chunk = {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
                  "system_fingerprint": FINGERPRINT,
-                 "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": reason}]}
+                 "choices": [{"text": text, "index": 0, "logprobs": self._take_logprobs(), "finish_reason": reason}]}
         if self.include_usage:
             chunk["usage"] = None
         return chunk
 
     def feed(self, kind: str, value: Any) -> list[dict[str, Any]]:
+        if kind == "logprobs":
+            self.lps.extend(value)
+            return []
         out = []
         if self.echo and kind in ("text", "done"):
             out.append(self._chunk(self.echo, None))

@@ -116,7 +116,8 @@ async def chat_completions(request: Request) -> Response:
     id, created = convert.new_id("chatcmpl-"), int(time.time())
     if plan.stream:
         stream = convert.ChatStream(id, created, req.model, include_usage=plan.include_usage,
-                                    parallel_tool_calls=plan.parallel_tool_calls, forced_call=plan.forced_call)
+                                    parallel_tool_calls=plan.parallel_tool_calls, forced_call=plan.forced_call,
+                                    logprobs=plan.logprobs)
         return await sse_response(events, stream.feed)
     try:
         collected = await collect(events)
@@ -124,7 +125,7 @@ async def chat_completions(request: Request) -> Response:
         return error_response(from_exception(exc))
     return json_response(convert.chat_completion(id, created, req.model, collected,
                                                  parallel_tool_calls=plan.parallel_tool_calls,
-                                                 forced_call=plan.forced_call))
+                                                 forced_call=plan.forced_call, logprobs=plan.logprobs))
 
 
 @router.post("/v1/completions")
@@ -138,13 +139,15 @@ async def completions(request: Request) -> Response:
     events = engine(request).generate(plan.job, started)
     id, created = convert.new_id("cmpl-"), int(time.time())
     if plan.stream:
-        stream = convert.CompletionStream(id, created, req.model, include_usage=plan.include_usage, echo=plan.echo)
+        stream = convert.CompletionStream(id, created, req.model, include_usage=plan.include_usage, echo=plan.echo,
+                                          logprobs=req.logprobs)
         return await sse_response(events, stream.feed)
     try:
         collected = await collect(events)
     except Exception as exc:  # noqa: BLE001 - mapped to OpenAI's error shape
         return error_response(from_exception(exc))
-    return json_response(convert.text_completion(id, created, req.model, collected, echo=plan.echo))
+    return json_response(convert.text_completion(id, created, req.model, collected, echo=plan.echo,
+                                                 logprobs=req.logprobs))
 
 
 @router.post("/v1/embeddings")

@@ -106,40 +106,63 @@ def _error(exc: Exception) -> Response:
 
 
 async def _generate_chunks(model: str, events: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    logprobs: list[dict[str, Any]] = []  # entries waiting for the chunk of their text
     try:
         async for kind, value in events:
+            chunk: dict[str, Any]
+            if kind == "logprobs":
+                logprobs.extend(value)
+                continue
             if kind == "text":
-                yield {"model": model, "created_at": created_at(), "response": value, "done": False}
+                chunk = {"model": model, "created_at": created_at(), "response": value, "done": False}
+            elif kind == "thinking":
+                chunk = {"model": model, "created_at": created_at(), "response": "", "thinking": value, "done": False}
             elif kind == "debug":
-                yield {"model": model, "created_at": created_at(), "_debug_info": value}
+                chunk = {"model": model, "created_at": created_at(), "_debug_info": value}
             elif kind == "done":
-                chunk: dict[str, Any] = {"model": model, "created_at": created_at(), "response": "", "done": True,
-                                         "done_reason": value.done_reason}
+                chunk = {"model": model, "created_at": created_at(), "response": "", "done": True,
+                         "done_reason": value.done_reason}
                 if value.context:
                     chunk["context"] = value.context
                 chunk.update(value.metrics())
-                yield chunk
+            else:
+                continue
+            if logprobs:
+                chunk["logprobs"], logprobs = logprobs, []
+            yield chunk
     finally:
         await events.aclose()  # type: ignore[attr-defined]
 
 
 async def _chat_chunks(model: str, events: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    logprobs: list[dict[str, Any]] = []  # entries waiting for the chunk of their text
     try:
         async for kind, value in events:
+            chunk: dict[str, Any]
+            if kind == "logprobs":
+                logprobs.extend(value)
+                continue
             if kind == "text":
-                yield {"model": model, "created_at": created_at(),
-                       "message": {"role": "assistant", "content": value}, "done": False}
+                chunk = {"model": model, "created_at": created_at(),
+                         "message": {"role": "assistant", "content": value}, "done": False}
+            elif kind == "thinking":
+                chunk = {"model": model, "created_at": created_at(),
+                         "message": {"role": "assistant", "content": "", "thinking": value}, "done": False}
             elif kind == "debug":
-                yield {"model": model, "created_at": created_at(), "_debug_info": value}
+                chunk = {"model": model, "created_at": created_at(), "_debug_info": value}
             elif kind == "tool_calls":
-                yield {"model": model, "created_at": created_at(),
-                       "message": {"role": "assistant", "content": "", "tool_calls": value}, "done": False}
+                chunk = {"model": model, "created_at": created_at(),
+                         "message": {"role": "assistant", "content": "", "tool_calls": value}, "done": False}
             elif kind == "done":
-                chunk: dict[str, Any] = {"model": model, "created_at": created_at(),
-                                         "message": {"role": "assistant", "content": ""}, "done": True,
-                                         "done_reason": value.done_reason}
+                chunk = {"model": model, "created_at": created_at(),
+                         "message": {"role": "assistant", "content": ""}, "done": True,
+                         "done_reason": value.done_reason}
                 chunk.update(value.metrics())
-                yield chunk
+            else:
+                continue
+            if logprobs:
+                chunk["logprobs"], logprobs = logprobs, []
+            yield chunk
     finally:
         await events.aclose()  # type: ignore[attr-defined]
 

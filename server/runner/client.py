@@ -7,7 +7,7 @@ Usage::
                                              # chat_template, bos/eos, embedding_length, metadata
     stream = await runner.completion(CompletionRequest(prompt="...", options=SamplingOptions(...)))
     # ↑ raises InvalidRequest (bad grammar/schema/token ids) before anything is scheduled
-    async for chunk in stream:               # Chunk(text) ... Chunk("", done=True, done_reason, stats, context)
+    async for chunk in stream:               # Chunk(text[, logprobs]) ... Chunk("", done=True, done_reason, stats, context)
         ...
     await stream.aclose()                    # or leave the loop / `async with stream:`; frees the slot
     res = await runner.embed(["a", "b"], truncate=True)   # EmbedResult (L2-normalised vectors)
@@ -79,6 +79,7 @@ class Completion:
         self.rid = rid
         self.prompt_tokens = prompt_tokens  # after truncation
         self._texts: list[str] = []
+        self._lps: list[dict] = []  # logprob entries not handed out yet
         self._final: dict | None = None
         self._error: BaseException | None = None
         self._event = asyncio.Event()
@@ -86,9 +87,11 @@ class Completion:
         self._closed = False
 
     # fed by the runner's dispatcher (event-loop thread)
-    def _feed(self, text: str, final: dict | None) -> None:
+    def _feed(self, text: str, final: dict | None, logprobs: list[dict] | None = None) -> None:
         if text:
             self._texts.append(text)
+        if logprobs:
+            self._lps.extend(logprobs)
         if final is not None:
             if "error" in final:
                 self._error = RunnerError(final["error"])
@@ -111,7 +114,7 @@ class Completion:
             if self._texts:
                 text = self._texts[0] if len(self._texts) == 1 else "".join(self._texts)
                 self._texts.clear()
-                return Chunk(text)
+                return Chunk(text, logprobs=self._take_lps())
             if self._error is not None:
                 self._finished = True
                 self._runner._streams.pop(self.rid, None)
@@ -120,9 +123,16 @@ class Completion:
                 self._finished = True
                 self._runner._streams.pop(self.rid, None)
                 f = self._final
-                return Chunk("", done=True, done_reason=f["done_reason"], stats=Stats(**f["stats"]), context=f["context"])
+                return Chunk("", done=True, done_reason=f["done_reason"], stats=Stats(**f["stats"]), context=f["context"],
+                             logprobs=self._take_lps())
             self._event.clear()
             await self._event.wait()
+
+    def _take_lps(self) -> list[dict] | None:
+        if not self._lps:
+            return None
+        lps, self._lps = self._lps, []
+        return lps
 
     async def aclose(self) -> None:
         self._cancel()
@@ -254,7 +264,7 @@ class Runner:
         if not isinstance(req.options, SamplingOptions):
             req = CompletionRequest(
                 prompt=req.prompt, options=SamplingOptions.from_options(req.options), grammar=req.grammar,
-                format=req.format, add_special=req.add_special,
+                format=req.format, add_special=req.add_special, logprobs=req.logprobs, top_logprobs=req.top_logprobs,
             )
         rid = next(self._ids)
         stream = Completion(self, rid, 0)
@@ -333,10 +343,10 @@ class Runner:
         kind = msg[0]
         if kind == "step":
             streams = self._streams
-            for rid, text, final in msg[1]:
+            for rid, text, final, logprobs in msg[1]:
                 s = streams.get(rid)
                 if s is not None:
-                    s._feed(text, final)
+                    s._feed(text, final, logprobs)
             return
         fut = self._futures.pop(msg[1], None)
         if kind == "error":

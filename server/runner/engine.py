@@ -23,6 +23,7 @@ import llama_cpp as L
 import numpy as np
 
 from server.runner.errors import InputTooLong, InvalidRequest, LoadError
+from server.runner.logprobs import MAX_TOP, token_logprob
 from server.runner.sampling import ConstrainedSampler, build_chain, build_grammar, format_grammar
 from server.runner.text import TextStream
 from server.runner.types import CompletionRequest, LoadSpec, ModelInfo, SamplingOptions
@@ -82,11 +83,12 @@ class Active:
     __slots__ = (
         "rid", "prompt", "opts", "chain", "stream", "slot", "n_done", "pending",
         "generated", "t_prompt", "t_gen", "t_last", "prompt_eval_count", "cached",
-        "truncated", "limit", "grammar",
+        "truncated", "limit", "grammar", "top", "lps",
     )
 
     def __init__(
-        self, rid: int, prompt: list[int], opts: SamplingOptions, chain: Any, grammar: Any, truncated: bool
+        self, rid: int, prompt: list[int], opts: SamplingOptions, chain: Any, grammar: Any, truncated: bool,
+        top: int = -1,
     ):
         self.rid = rid
         self.prompt = prompt
@@ -105,6 +107,8 @@ class Active:
         self.cached = 0
         self.truncated = truncated
         self.limit = opts.num_predict
+        self.top = top  # logprobs: -1 = not asked, else the number of alternatives
+        self.lps: list[dict] = []  # logprobs of tokens whose text has not been emitted yet
 
 
 class Slot:
@@ -125,7 +129,9 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-Emit = Callable[[list[tuple[int, str, dict | None]]], None]
+# One event per request and step: (rid, text, final or None, logprobs or None)
+Event = tuple[int, str, "dict | None", "list[dict] | None"]
+Emit = Callable[[list[Event]], None]
 
 
 class Engine:
@@ -309,6 +315,11 @@ class Engine:
         if self.spec.embedding:
             raise InvalidRequest("this model is loaded for embeddings only; it cannot generate")
         opts = req.options if isinstance(req.options, SamplingOptions) else SamplingOptions.from_options(req.options)
+        top = -1
+        if req.logprobs:
+            top = req.top_logprobs
+            if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP:
+                raise InvalidRequest(f"top_logprobs must be between 0 and {MAX_TOP}")
         grammar = req.grammar or format_grammar(req.format)
         if isinstance(req.prompt, str):
             prompt = self.tokenize(req.prompt, add_special=req.add_special, parse_special=True)
@@ -331,7 +342,7 @@ class Engine:
             truncated = True
         gsampler = build_grammar(self.vocab, grammar) if grammar else None
         chain = build_chain(self.vocab, self.n_vocab, opts, prompt)
-        return Active(rid, prompt, opts, chain, gsampler, truncated)
+        return Active(rid, prompt, opts, chain, gsampler, truncated, top)
 
     def _truncate(self, prompt: list[int], num_keep: int) -> list[int]:
         """Ollama/llama-server rule: keep the first num_keep tokens, drop whole blocks of half the
@@ -454,9 +465,9 @@ class Engine:
         del s.tokens[keep : keep + discard]
         return True
 
-    def step(self) -> list[tuple[int, str, dict | None]]:
+    def step(self) -> list[Event]:
         self._place_waiting()
-        events: list[tuple[int, str, dict | None]] = []
+        events: list[Event] = []
         batch = self.batch
         b_token, b_pos, b_seq, b_nseq, b_logits = batch.token, batch.pos, batch.seq_id, batch.n_seq_id, batch.logits
         outputs: list[tuple[Active, int]] = []
@@ -542,6 +553,9 @@ class Engine:
                 events.append(self._finish(a, "stop"))
                 continue
             a.generated.append(tok)
+            if a.top >= 0:
+                logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
+                a.lps.append(token_logprob(logits, tok, a.top, self._piece))
             data = pieces.get(tok)
             if data is None:
                 data = pieces[tok] = self.piece(tok)
@@ -555,8 +569,21 @@ class Engine:
             else:
                 a.pending = tok
                 if text:
-                    events.append((a.rid, text, None))
+                    events.append((a.rid, text, None, self._take_lps(a)))
         return events
+
+    def _piece(self, tok: int) -> bytes:
+        data = self._pieces.get(tok)
+        if data is None:
+            data = self._pieces[tok] = self.piece(tok)
+        return data
+
+    @staticmethod
+    def _take_lps(a: Active) -> list[dict] | None:
+        if not a.lps:
+            return None
+        lps, a.lps = a.lps, []
+        return lps
 
     def _constrained(self) -> ConstrainedSampler:
         if self._csampler is None:
@@ -575,15 +602,15 @@ class Engine:
             "truncated": a.truncated,
         }
 
-    def _finish(self, a: Active, reason: str, text: str = "") -> tuple[int, str, dict]:
+    def _finish(self, a: Active, reason: str, text: str = "") -> Event:
         text += a.stream.finish()
         final = {"done_reason": reason, "stats": self._stats(a), "context": a.prompt + a.generated}
         self._release(a)
-        return (a.rid, text, final)
+        return (a.rid, text, final, self._take_lps(a))
 
-    def _fail(self, a: Active, message: str) -> tuple[int, str, dict]:
+    def _fail(self, a: Active, message: str) -> Event:
         self._release(a)
-        return (a.rid, "", {"error": message})
+        return (a.rid, "", {"error": message}, None)
 
     # --- embeddings --------------------------------------------------------------------------
 

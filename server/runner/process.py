@@ -12,9 +12,11 @@ server → runner
 runner → server
     ("ready", ModelInfo) | ("load_error", error_class_name, message)
     ("accepted", rid, n_prompt_tokens) | ("result", rid, value) | ("error", rid, error_class_name, message)
-    ("step", [(rid, text, final_or_None), ...])      one message per batch step for all slots;
+    ("step", [(rid, text, final_or_None, logprobs_or_None), ...])
+                                                     one message per batch step for all slots;
                                                      final = {"done_reason", "stats", "context"}
-                                                     or {"error": message}
+                                                     or {"error": message}; logprobs = entries
+                                                     of the tokens behind `text` (when asked)
 
 Threads: the main thread runs the engine's batch loop; a reader thread receives messages,
 answers tokenize/detokenize and prepares completions (tokenizing, grammar) itself, and queues

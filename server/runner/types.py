@@ -156,6 +156,8 @@ class CompletionRequest:
     grammar: str | None = None
     format: str | dict | None = None
     add_special: bool = True  # for text prompts: add BOS per the model
+    logprobs: bool = False  # report each generated token's log probability (Chunk.logprobs)
+    top_logprobs: int = 0  # ... with this many most likely alternatives (0-20)
 
 
 @dataclass
@@ -180,6 +182,9 @@ class Chunk:
     done_reason: str | None = None  # "stop" | "length" on the final chunk
     stats: Stats | None = None
     context: list[int] | None = None  # final chunk: prompt + generated tokens (generate's `context`)
+    # With CompletionRequest.logprobs: one entry per generated token since the previous chunk
+    # (server.runner.logprobs); the final chunk carries those whose text was never emitted.
+    logprobs: list[dict] | None = None
 
 
 @dataclass

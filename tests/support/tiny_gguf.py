@@ -36,10 +36,22 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
+# For `chain`: after a prompt ending in ">" (e.g. an opened "<think>") or a space, the model
+# writes " o</think> o</think> o..." (a reasoning "o", a closing tag it writes itself, an answer).
+THINKING_CHAIN = {">": "\u2581", "\u2581": "o", "o": "<", "<": "/", "/": "t", "t": "h", "h": "i", "i": "n", "n": "k",
+                  "k": ">"}
+
+
 def write_tiny_llama(path: str | Path, *, seed: int = 0, name: str = "tiny-llama",
-                     chat_template: str | None = None, pooling_type: int | None = None) -> Path:
+                     chat_template: str | None = None, pooling_type: int | None = None,
+                     chain: dict[str, str] | None = None) -> Path:
     """Write the model to `path` and return it (with `tokenizer.chat_template` when given; with
-    `pooling_type`, e.g. 1 = mean, it declares itself an embedding model)."""
+    `pooling_type`, e.g. 1 = mean, it declares itself an embedding model).
+
+    `chain` makes the output deterministic: after the token of a key (one character, or "▁"),
+    the model writes the token of its value, with near certainty, whatever came before (the
+    layers' outputs are zero, so the next token depends on the last one only), e.g.
+    {">": "a", "a": "<", ...} writes a fixed text after a prompt ending in ">"."""
     path = Path(path)
     rng = np.random.default_rng(seed)
     tokens, scores, types = _vocab()
@@ -74,20 +86,27 @@ def write_tiny_llama(path: str | Path, *, seed: int = 0, name: str = "tiny-llama
     def t(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.1).astype(np.float32)
 
-    w.add_tensor("token_embd.weight", t(n_vocab, N_EMBD))
+    embd, output = t(n_vocab, N_EMBD), t(n_vocab, N_EMBD)
+    if chain:
+        assert len(chain) <= N_EMBD, "one embedding dimension per chained token"
+        for dim, (after, then) in enumerate(chain.items()):
+            embd[tokens.index(after)] = 0.0
+            embd[tokens.index(after), dim] = 1.0  # one-hot: normalised to 8.0 in that dimension
+            output[tokens.index(then), dim] = 10.0  # ... gives `then` a logit of 80
+    w.add_tensor("token_embd.weight", embd)
     w.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
-    w.add_tensor("output.weight", t(n_vocab, N_EMBD))
+    w.add_tensor("output.weight", output)
     kv = N_HEAD_KV * head_dim
     for i in range(N_LAYER):
         w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
         w.add_tensor(f"blk.{i}.attn_q.weight", t(N_EMBD, N_EMBD))
         w.add_tensor(f"blk.{i}.attn_k.weight", t(kv, N_EMBD))
         w.add_tensor(f"blk.{i}.attn_v.weight", t(kv, N_EMBD))
-        w.add_tensor(f"blk.{i}.attn_output.weight", t(N_EMBD, N_EMBD))
+        w.add_tensor(f"blk.{i}.attn_output.weight", np.zeros((N_EMBD, N_EMBD), np.float32) if chain else t(N_EMBD, N_EMBD))
         w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
         w.add_tensor(f"blk.{i}.ffn_gate.weight", t(N_FF, N_EMBD))
         w.add_tensor(f"blk.{i}.ffn_up.weight", t(N_FF, N_EMBD))
-        w.add_tensor(f"blk.{i}.ffn_down.weight", t(N_EMBD, N_FF))
+        w.add_tensor(f"blk.{i}.ffn_down.weight", np.zeros((N_EMBD, N_FF), np.float32) if chain else t(N_EMBD, N_FF))
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

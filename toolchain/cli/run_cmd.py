@@ -353,13 +353,14 @@ class Session:
             body["keep_alive"] = self.keep_alive
         answer: list[str] = []
         final: dict[str, Any] = {}
+        display = Display(self.out)
         try:
             for chunk in self.client.chat(body):
-                piece = (chunk.get("message") or {}).get("content", "")
+                message = chunk.get("message") or {}
+                piece = message.get("content", "")
+                display.write(message.get("thinking", ""), piece)
                 if piece:
                     answer.append(piece)
-                    self.out.write(piece)
-                    self.out.flush()
                 if chunk.get("done"):
                     final = chunk
         except KeyboardInterrupt:
@@ -374,6 +375,41 @@ class Session:
         self.messages.append({"role": "assistant", "content": "".join(answer)})
         if self.verbose and final:
             self.err.write(summary(final) + "\n")
+
+
+class Display:
+    """Writes an answer as it streams, a thinking model's reasoning first between Ollama's
+    "Thinking..." and "...done thinking." lines (grey on a terminal)."""
+
+    GREY, BOLD, RESET = "\x1b[90m", "\x1b[1m", "\x1b[0m"
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        isatty = getattr(out, "isatty", None)
+        self.colour = bool(isatty and isatty())
+        self.thinking = False  # inside the reasoning block
+        self.last = ""
+
+    def _style(self, text: str, *codes: str) -> str:
+        return "".join(codes) + text + self.RESET if self.colour else text
+
+    def write(self, thinking: str, content: str) -> None:
+        if thinking:
+            if not self.thinking:
+                self.out.write(self._style("Thinking...\n", self.GREY, self.BOLD))
+                self.thinking = True
+            self.out.write(self._style(thinking, self.GREY))
+            self.last = thinking
+        if content:
+            self.close()
+            self.out.write(content)
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.thinking:
+            self.out.write(("" if self.last.endswith("\n") else "\n")
+                           + self._style("...done thinking.\n\n", self.GREY, self.BOLD))
+            self.thinking = False
 
 
 def load(client: Client, model: str, keep_alive: Optional[str]) -> None:
@@ -391,11 +427,9 @@ def generate_once(client: Client, model: str, prompt: str, *, keep_alive: Option
     if fmt:
         body["format"] = fmt
     final: dict[str, Any] = {}
+    display = Display(out)
     for chunk in client.generate(body):
-        piece = chunk.get("response", "")
-        if piece:
-            out.write(piece)
-            out.flush()
+        display.write(chunk.get("thinking", ""), chunk.get("response", ""))
         if chunk.get("done"):
             final = chunk
     out.write("\n")
