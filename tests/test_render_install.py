@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.nginx import NGINX
+from tests.support.nginx import NGINX, self_signed
 from tests.support.team_stack import render_team
 
 DEBIAN_CONF = Path("/etc/nginx/nginx.conf")
@@ -41,6 +41,9 @@ def test_corral_conf_drops_into_debians_conf_d(tmp_path):
     main = re.sub(r"^\s*include /etc/nginx/sites-enabled/\*;\n", "", main, flags=re.M)
     (etc / "nginx.conf").write_text(main)
     # Logs into the test's directory, not the host's /var/log (same path shape: absolute).
+    # The stack's TLS files live on the proxy host; here a fresh self-signed pair stands in.
+    cert, key = self_signed(tmp_path)
+    conf = conf.replace("/etc/nginx/tls/llm.crt", str(cert)).replace("/etc/nginx/tls/llm.key", str(key))
     (etc / "conf.d" / "corral.conf").write_text(conf.replace("/var/log/nginx/corral.access.log", str(tmp_path / "access.log")))
     (etc / "corral-tokens.conf").write_text('    "~^(?i:bearer) +team-0123456789abcdef$" team;\n')
     (etc / "corral-upstream.conf").write_text('proxy_set_header Authorization "Bearer replica-0123456789abcdef";\n')

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.nginx import NGINX, Nginx, free_port
+from tests.support.nginx import NGINX, Nginx, free_port, self_signed
 from tests.support.server import start_server
 from toolchain.cli import main
 
@@ -275,12 +275,7 @@ def test_a_chat_streams_through_nginx_unbuffered(replicas, tmp_path, monkeypatch
 
 
 def test_tls_edge_redirects_http_and_sends_hsts(replicas, tmp_path, monkeypatch):
-    cert, key = tmp_path / "llm.crt", tmp_path / "llm.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=llm.localhost",
-         "-addext", "subjectAltName=DNS:llm.localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )
+    cert, key = self_signed(tmp_path)
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
     port, plain = free_port(), free_port()
