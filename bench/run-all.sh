@@ -4,7 +4,8 @@
 #   1. the ceiling: raw batched decode of 1/2/4/8 sequences (llama.cpp's low-level API)
 #   2. single-stream decode: llama-cpp-python in-process vs stack serve's /api/generate
 #   3. 1/2/4/8 streams: stack serve (HTTP) vs llama-server -np N vs python -m llama_cpp.server
-#   4. chat turns 1..10: stack serve's /api/chat vs llama-server's /v1/chat/completions
+#   4. chat turns 1..10: stack serve's /api/chat (flash attention auto, and off) vs llama-server's
+#      /v1/chat/completions
 #
 #   bench/run-all.sh [OUT_DIR]     (default /tmp/corral-bench)
 # Environment: PYTHON (default python3), ROUNDS (default 3: rounds per stream count and
@@ -30,6 +31,6 @@ load serving
 "$py" "$here/serving.py" --model "$model" --llama-server "$server" --targets stack,llama-server,llama-cpp-python \
     --streams 1,2,4,8 --rounds "$rounds" --requests 2 --num-predict 64 --threads 2 | tee "$out/serving.txt"
 load turns
-"$py" "$here/turns.py" --model "$model" --llama-server "$server" --targets stack,llama-server --turns 10 \
+"$py" "$here/turns.py" --model "$model" --llama-server "$server" --targets stack,stack-fa-off,llama-server --turns 10 \
     --repeats "$rounds" --num-predict 32 --threads 2 | tee "$out/turns.txt"
 load end

@@ -3,6 +3,7 @@
 Targets (alternated round by round, ABAB…, so machine noise hits all of them alike):
   stack              `stack serve` started here (bench/stackserve.py) with OLLAMA_NUM_PARALLEL = N,
                      the model created from the GGUF, over HTTP through /api/generate (raw prompts)
+  stack-fa-off       the same with OLLAMA_FLASH_ATTENTION=0
   llama-server       llama.cpp's C++ server (bench/build-llama-server.sh), started here with
                      -np N -c N×num_ctx -t T -tb T, streamed through its /completion endpoint
   llama-cpp-python   `python -m llama_cpp.server --interrupt_requests False` started here (one
@@ -186,10 +187,13 @@ class OllamaTarget:
 class StackTarget(OllamaTarget):
     """`stack serve` started for this target with n slots, stopped by PID."""
 
-    def __init__(self, model: str, n: int, num_ctx: int, threads: int, num_batch: int) -> None:
-        self.serve = StackServe(model, num_parallel=n, threads=threads, num_ctx=num_ctx, num_batch=num_batch)
+    def __init__(self, model: str, n: int, num_ctx: int, threads: int, num_batch: int,
+                 flash_attention: str = "") -> None:
+        env = {"OLLAMA_FLASH_ATTENTION": flash_attention} if flash_attention else {}
+        self.serve = StackServe(model, num_parallel=n, threads=threads, num_ctx=num_ctx, num_batch=num_batch,
+                                env=env)
         super().__init__(self.serve.url, self.serve.model, self.serve.options())
-        self.name = "stack"
+        self.name = "stack-fa-off" if flash_attention == "0" else "stack"
 
     async def start(self) -> None:
         await asyncio.to_thread(self.serve.start)
@@ -298,8 +302,8 @@ def make_targets(a, n: int) -> list:
     for t in a.targets.split(","):
         if t == "runner":
             out.append(RunnerTarget(a.model, n, a.num_ctx, a.threads, a.num_batch))
-        elif t == "stack":
-            out.append(StackTarget(a.model, n, a.num_ctx, a.threads, a.num_batch))
+        elif t in ("stack", "stack-fa-off"):
+            out.append(StackTarget(a.model, n, a.num_ctx, a.threads, a.num_batch, "0" if t == "stack-fa-off" else ""))
         elif t == "llama-cpp-python":
             out.append(LlamaCppPythonTarget(a.model, a.num_ctx, a.threads, a.num_batch))
         elif t == "llama-server":
@@ -344,7 +348,7 @@ def summarize(rows: list[dict], base: str = "llama-server") -> str:
     by: dict[tuple, list[dict]] = {}
     for r in rows:
         by.setdefault((r["streams"], r["target"]), []).append(r)
-    order = ["stack", "runner", "llama-server", "llama-cpp-python"]
+    order = ["stack", "stack-fa-off", "runner", "llama-server", "llama-cpp-python"]
     targets = sorted({r["target"] for r in rows}, key=lambda t: (order.index(t) if t in order else len(order), t))
     others = [t for t in targets if t != base] if base in targets else []
     head = " | ".join(f"{t} tok/s | {t} TTFT ms" for t in targets)

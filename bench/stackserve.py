@@ -7,7 +7,7 @@ Gemma model created from the GGUF through the API (as `stack create` does), stop
 The model gets Ollama's gemma3 TEMPLATE (what `ollama pull gemma3:270m` brings) unless
 `template="gguf"`, which leaves the layer out so the GGUF's Jinja chat template is used.
 Every request should pass `num_thread` (see `options()`): the benchmark gives every target the
-same threads explicitly.
+same threads explicitly. `env` adds server settings (e.g. OLLAMA_FLASH_ATTENTION=0).
 """
 
 from __future__ import annotations
@@ -48,13 +48,14 @@ def free_port() -> int:
 
 class StackServe:
     def __init__(self, gguf: str, *, num_parallel: int, threads: int, num_ctx: int, num_batch: int = 512,
-                 template: str = "ollama", python: str = sys.executable) -> None:
+                 template: str = "ollama", env: dict[str, str] | None = None, python: str = sys.executable) -> None:
         self.gguf = gguf
         self.num_parallel = num_parallel
         self.threads = threads
         self.num_ctx = num_ctx
         self.num_batch = num_batch
         self.template = template
+        self.env = dict(env or {})
         self.python = python
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -74,6 +75,7 @@ class StackServe:
             "OLLAMA_KEEP_ALIVE": "-1",
             "OLLAMA_CONTEXT_LENGTH": str(self.num_ctx),
             "CORRAL_KEYS_FILE": str(self.dir / "no-keys.json"),  # open server, never the user's keys
+            **self.env,
         }
         with open(self.dir / "serve.log", "wb") as log:
             self.proc = subprocess.Popen([self.python, "-m", "toolchain.cli", "serve"], cwd=REPO, env=env,

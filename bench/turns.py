@@ -4,6 +4,8 @@ One conversation; every turn appends a ~60-token user message to the whole histo
 answers included) and generates --num-predict tokens greedily. Targets, alternated per repetition:
   stack          `stack serve` started here (1 slot, bench/stackserve.py), `/api/chat` with the
                  messages: the server renders the template (Ollama's gemma3 TEMPLATE) itself
+  stack-fa-off   the same with OLLAMA_FLASH_ATTENTION=0 (cheaper attention over a long cached
+                 history for a short new prompt; see docs/benchmarks.md)
   llama-server   llama.cpp's C++ server (-np 1), `/v1/chat/completions` with the messages
                  (the GGUF's chat template, `cache_prompt` on)
   runner         Corral's runner in-process, the history as a raw Gemma-format prompt
@@ -119,8 +121,8 @@ async def main_async(a) -> None:
     for t in a.targets.split(","):
         if t == "runner":
             targets.append(RunnerTarget(a.model, 1, a.num_ctx, a.threads, 512))
-        elif t == "stack":
-            targets.append(StackChat(a.model, 1, a.num_ctx, a.threads, 512))
+        elif t in ("stack", "stack-fa-off"):
+            targets.append(StackChat(a.model, 1, a.num_ctx, a.threads, 512, "0" if t == "stack-fa-off" else ""))
         elif t == "llama-server":
             targets.append(LlamaServerChat(a.llama_server, a.model, 1, a.num_ctx, a.threads, 512))
         elif t.startswith("ollama="):
