@@ -3,7 +3,9 @@
 Targets, alternated round by round (ABAB…):
   in-process   `llama_cpp.Llama` in this process (n_threads = n_threads_batch = --threads,
                flash attention on as llama.cpp's auto picks for the CPU), streaming
-               `create_completion`
+               `create_completion`: llama-cpp-python as an application uses it
+  low-level    the tightest in-process loop: llama-cpp-python's low-level API, one
+               `llama_decode` + greedy `llama_sampler_sample` per token (the ceiling at B=1)
   stack        `stack serve` started here (1 slot, bench/stackserve.py), streaming
                /api/generate with a raw prompt, num_thread = --threads
 
@@ -14,8 +16,8 @@ eval_count / eval_duration is reported too.
 
     python bench/decode.py --model PATH [--rounds 5] [--tokens 128] [--threads 2]
 
-Prints one JSON line per measurement, then the medians and the median of the per-round ratios
-stack / in-process (the issue's target: ≥ 0.97).
+Prints one JSON line per measurement, then the medians and the medians of the per-round ratios
+stack / in-process and stack / low-level (the issue's target: ≥ 0.97).
 """
 
 from __future__ import annotations
@@ -60,6 +62,59 @@ class InProcess:
 
     def close(self) -> None:
         self.llm.close()
+
+
+class LowLevel:
+    name = "low-level"
+
+    def __init__(self, model: str, threads: int, num_ctx: int) -> None:
+        import llama_cpp as L
+
+        self.L = L
+        self._quiet = L.llama_log_callback(lambda *a: None)  # kept referenced: C calls it later
+        L.llama_log_set(self._quiet, None)
+        L.llama_backend_init()
+        self.model = L.llama_model_load_from_file(model.encode(), L.llama_model_default_params())
+        self.vocab = L.llama_model_get_vocab(self.model)
+        cp = L.llama_context_default_params()
+        cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = num_ctx, 512, 512, 1
+        cp.n_threads = cp.n_threads_batch = threads
+        cp.swa_full = True
+        cp.no_perf = True
+        self.ctx = L.llama_init_from_model(self.model, cp)
+        self.batch = L.llama_batch_init(512, 0, 1)
+        self.greedy = L.llama_sampler_init_greedy()
+
+    def run(self, prompt: str, tokens: int) -> dict:
+        L, batch = self.L, self.batch
+        data = prompt.encode()
+        buf = (L.llama_token * (len(data) + 8))()
+        n = L.llama_tokenize(self.vocab, data, len(data), buf, len(buf), True, True)
+        L.llama_memory_clear(L.llama_get_memory(self.ctx), True)
+        for j in range(n):
+            batch.token[j], batch.pos[j], batch.seq_id[j][0], batch.n_seq_id[j] = buf[j], j, 0, 1
+            batch.logits[j] = j == n - 1
+        batch.n_tokens = n
+        assert L.llama_decode(self.ctx, batch) == 0
+        stamps = []
+        pos = n
+        for _ in range(tokens):
+            tok = L.llama_sampler_sample(self.greedy, self.ctx, -1)
+            stamps.append(time.perf_counter())
+            if L.llama_vocab_is_eog(self.vocab, tok):
+                break
+            batch.token[0], batch.pos[0], batch.seq_id[0][0], batch.n_seq_id[0], batch.logits[0] = tok, pos, 0, 1, 1
+            batch.n_tokens = 1
+            assert L.llama_decode(self.ctx, batch) == 0
+            pos += 1
+        return {"tokens": len(stamps), "tok_s": rate(stamps)}
+
+    def close(self) -> None:
+        L = self.L
+        L.llama_sampler_free(self.greedy)
+        L.llama_batch_free(self.batch)
+        L.llama_free(self.ctx)
+        L.llama_model_free(self.model)
 
 
 class Stack:
@@ -115,6 +170,7 @@ def main() -> None:
     targets = []
     try:
         targets.append(InProcess(a.model, a.threads, a.num_ctx))
+        targets.append(LowLevel(a.model, a.threads, a.num_ctx))
         targets.append(Stack(a.model, a.threads, a.num_ctx))
         for t in targets:
             t.run(prompt_for(999), 8)  # warm-up
@@ -128,12 +184,17 @@ def main() -> None:
         for t in targets:
             t.close()
     med = {name: statistics.median(r["tok_s"] for r in rs) for name, rs in rows.items()}
-    ratio = statistics.median(s["tok_s"] / i["tok_s"] for s, i in zip(rows["stack"], rows["in-process"]))
+
+    def ratio(base: str) -> float:
+        return statistics.median(s["tok_s"] / b["tok_s"] for s, b in zip(rows["stack"], rows[base]))
+
     server = statistics.median(r["server_tok_s"] for r in rows["stack"])
     print()
-    print("| in-process tok/s | stack serve tok/s (client) | stack serve tok/s (server's eval) | stack / in-process |")
-    print("|---|---|---|---|")
-    print(f"| {med['in-process']:.1f} | {med['stack']:.1f} | {server:.1f} | {ratio:.2f} |")
+    print("| in-process (Llama) tok/s | low-level tok/s | stack serve tok/s (client) | stack serve (server's eval) "
+          "| stack / in-process | stack / low-level |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {med['in-process']:.1f} | {med['low-level']:.1f} | {med['stack']:.1f} | {server:.1f} "
+          f"| {ratio('in-process'):.2f} | {ratio('low-level'):.2f} |")
 
 
 if __name__ == "__main__":
