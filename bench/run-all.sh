@@ -3,7 +3,8 @@
 # comparison alternated round by round:
 #   1. the ceiling: raw batched decode of 1/2/4/8 sequences (llama.cpp's low-level API)
 #   2. single-stream decode: llama-cpp-python in-process vs stack serve's /api/generate
-#   3. 1/2/4/8 streams: stack serve (HTTP) vs llama-server -np N vs python -m llama_cpp.server
+#   3. 1/2/4/8 streams: stack serve (HTTP; flash attention auto, and off) vs llama-server -np N
+#      vs python -m llama_cpp.server
 #   4. chat turns 1..10: stack serve's /api/chat (flash attention auto, and off) vs llama-server's
 #      /v1/chat/completions
 #
@@ -28,7 +29,7 @@ load raw
 load decode
 "$py" "$here/decode.py" --model "$model" --threads 2 --rounds $((rounds + 2)) --tokens 128 | tee "$out/decode.txt"
 load serving
-"$py" "$here/serving.py" --model "$model" --llama-server "$server" --targets stack,llama-server,llama-cpp-python \
+"$py" "$here/serving.py" --model "$model" --llama-server "$server" --targets stack,stack-fa-off,llama-server,llama-cpp-python \
     --streams 1,2,4,8 --rounds "$rounds" --requests 2 --num-predict 64 --threads 2 | tee "$out/serving.txt"
 load turns
 "$py" "$here/turns.py" --model "$model" --llama-server "$server" --targets stack,stack-fa-off,llama-server --turns 10 \
