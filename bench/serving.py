@@ -1,22 +1,33 @@
 """Served throughput and time-to-first-token at N concurrent streams, side by side.
 
 Targets (alternated round by round, ABAB…, so machine noise hits all of them alike):
-  runner          Corral's runner driven directly through its asyncio handle (no HTTP),
-                  num_parallel = N
-  llama-server    llama.cpp's C++ server (bench/build-llama-server.sh), started here with
-                  -np N -c N×num_ctx -t T -tb T, streamed through its /completion endpoint
-  ollama=URL      any Ollama-compatible server (`stack serve`, Ollama) through /api/generate;
-                  its parallelism is the server's own setting; --model-name names the model
+  stack              `stack serve` started here (bench/stackserve.py) with OLLAMA_NUM_PARALLEL = N,
+                     the model created from the GGUF, over HTTP through /api/generate (raw prompts)
+  stack-fa-off       the same with OLLAMA_FLASH_ATTENTION=0
+  llama-server       llama.cpp's C++ server (bench/build-llama-server.sh), started here with
+                     -np N -c N×num_ctx -t T -tb T, streamed through its /completion endpoint
+  llama-cpp-python   `python -m llama_cpp.server --interrupt_requests False` started here (one
+                     sequence: it serves requests one at a time), through /v1/completions
+  runner             Corral's runner driven directly through its asyncio handle (no HTTP, no
+                     server), num_parallel = N
+  ollama=URL         any running Ollama-compatible server (Ollama itself) through /api/generate;
+                     its parallelism is the server's own setting; --model-name names the model
+
+Every target gets the same threads (-t/-tb, n_threads, num_thread), batch size and per-sequence
+context, and the flash-attention setting llama.cpp picks by itself (auto: on for the CPU;
+llama_cpp.server, whose default is off, is given --flash_attn True to match).
 
 Each of the N clients sends --requests requests one after another (closed loop), every prompt
-distinct; generation is greedy with a fixed num_predict. Aggregate tok/s = generated tokens of all
-clients / wall time of the round; TTFT = request sent → first non-empty text.
+distinct; generation is greedy with a fixed num_predict and no repeat penalty. Aggregate tok/s =
+generated tokens of all clients / wall time of the round; TTFT = request sent → first non-empty
+text, as the client sees it.
 
     python bench/serving.py --model PATH --llama-server BIN [--streams 1,2,4,8] [--rounds 3]
-        [--num-predict 64] [--requests 3] [--threads 2] [--targets runner,llama-server]
+        [--num-predict 64] [--requests 3] [--threads 2] [--targets stack,llama-server,llama-cpp-python]
         [--json OUT.jsonl]
 
-Prints one JSON line per measurement and a table of medians with runner / llama-server ratios.
+Prints one JSON line per measurement and a table of medians with each target / llama-server ratio
+(the median of the per-round ratios).
 """
 
 from __future__ import annotations
@@ -36,6 +47,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stackserve import StackServe  # noqa: E402
 
 # A new connection per request: servers close idle keep-alive connections after ~5 s (cpp-httplib,
 # uvicorn), and a pooled connection closed under the client fails the request.
@@ -108,17 +122,7 @@ class LlamaServerTarget:
     async def start(self) -> None:
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=600, limits=FRESH)
-        for _ in range(600):
-            try:
-                r = await self.client.get("/health")
-                if r.status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {self.proc.returncode}")
-            await asyncio.sleep(0.1)
-        raise RuntimeError("llama-server did not become healthy")
+        await wait_healthy(self.client, "/health", self.proc, "llama-server")
 
     async def request(self, prompt: str, num_predict: int) -> tuple[float, int]:
         body = {"prompt": prompt, "n_predict": num_predict, "temperature": 0, "stream": True, "cache_prompt": True}
@@ -140,19 +144,15 @@ class LlamaServerTarget:
 
     async def stop(self) -> None:
         await self.client.aclose()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 class OllamaTarget:
-    def __init__(self, url: str, model_name: str) -> None:
+    def __init__(self, url: str, model_name: str, options: dict | None = None) -> None:
         self.name = f"ollama={url}"
         self.url = url.rstrip("/")
         self.model_name = model_name
+        self.options = options or {}
         self.client = None
 
     async def start(self) -> None:
@@ -161,7 +161,7 @@ class OllamaTarget:
     async def request(self, prompt: str, num_predict: int) -> tuple[float, int]:
         body = {
             "model": self.model_name, "prompt": prompt, "raw": True, "stream": True,
-            "options": {"temperature": 0, "repeat_penalty": 1.0, "num_predict": num_predict},
+            "options": {**self.options, "temperature": 0, "repeat_penalty": 1.0, "num_predict": num_predict},
         }
         t0 = time.perf_counter()
         ttft = None
@@ -182,6 +182,99 @@ class OllamaTarget:
 
     async def stop(self) -> None:
         await self.client.aclose()
+
+
+class StackTarget(OllamaTarget):
+    """`stack serve` started for this target with n slots, stopped by PID."""
+
+    def __init__(self, model: str, n: int, num_ctx: int, threads: int, num_batch: int,
+                 flash_attention: str = "") -> None:
+        env = {"OLLAMA_FLASH_ATTENTION": flash_attention} if flash_attention else {}
+        self.serve = StackServe(model, num_parallel=n, threads=threads, num_ctx=num_ctx, num_batch=num_batch,
+                                env=env)
+        super().__init__(self.serve.url, self.serve.model, self.serve.options())
+        self.name = "stack-fa-off" if flash_attention == "0" else "stack"
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.serve.start)
+        await super().start()
+
+    async def stop(self) -> None:
+        await super().stop()
+        await asyncio.to_thread(self.serve.stop)
+
+
+class LlamaCppPythonTarget:
+    """`python -m llama_cpp.server` (llama-cpp-python's own server: one sequence, requests served
+    one after another), streamed through /v1/completions."""
+
+    name = "llama-cpp-python"
+
+    def __init__(self, model: str, num_ctx: int, threads: int, num_batch: int) -> None:
+        self.port = free_port()
+        self.cmd = [
+            sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
+            "--port", str(self.port), "--n_ctx", str(num_ctx), "--n_batch", str(num_batch),
+            "--n_threads", str(threads), "--n_threads_batch", str(threads), "--flash_attn", "True",
+            "--interrupt_requests", "False", "--verbose", "False",
+        ]
+        self.proc = None
+        self.client = None
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=600, limits=FRESH)
+        await wait_healthy(self.client, "/v1/models", self.proc, "llama_cpp.server")
+
+    async def request(self, prompt: str, num_predict: int) -> tuple[float, int]:
+        body = {"prompt": prompt, "max_tokens": num_predict, "temperature": 0, "repeat_penalty": 1.0,
+                "stream": True}
+        t0 = time.perf_counter()
+        ttft = None
+        n = 0
+        self.last_text = []
+        async with self.client.stream("POST", "/v1/completions", json=body) as r:
+            r.raise_for_status()
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                ev = json.loads(line[6:])
+                text = "".join(c.get("text") or "" for c in ev.get("choices", []))
+                if text and ttft is None:
+                    ttft = time.perf_counter() - t0
+                if text:
+                    n += 1  # one streamed chunk per generated token
+                self.last_text.append(text)
+        return ttft or (time.perf_counter() - t0), n
+
+    async def stop(self) -> None:
+        await self.client.aclose()
+        stop_process(self.proc)
+
+
+async def wait_healthy(client: httpx.AsyncClient, path: str, proc: subprocess.Popen, what: str) -> None:
+    for _ in range(1200):
+        try:
+            r = await client.get(path)
+            if r.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        await asyncio.sleep(0.1)
+    stop_process(proc)
+    raise RuntimeError(f"{what} did not become healthy")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 async def one_round(target, n: int, rnd: int, requests: int, num_predict: int) -> dict:
@@ -209,6 +302,10 @@ def make_targets(a, n: int) -> list:
     for t in a.targets.split(","):
         if t == "runner":
             out.append(RunnerTarget(a.model, n, a.num_ctx, a.threads, a.num_batch))
+        elif t in ("stack", "stack-fa-off"):
+            out.append(StackTarget(a.model, n, a.num_ctx, a.threads, a.num_batch, "0" if t == "stack-fa-off" else ""))
+        elif t == "llama-cpp-python":
+            out.append(LlamaCppPythonTarget(a.model, a.num_ctx, a.threads, a.num_batch))
         elif t == "llama-server":
             out.append(LlamaServerTarget(a.llama_server, a.model, n, a.num_ctx, a.threads, a.num_batch))
         elif t.startswith("ollama="):
@@ -223,10 +320,12 @@ async def main_async(a) -> list[dict]:
     out = open(a.json, "a") if a.json else None
     for n in [int(x) for x in a.streams.split(",")]:
         targets = make_targets(a, n)
-        for t in targets:
-            await t.start()
-            await t.request(prompt_for(999, 0, 0), 8)  # warm-up
+        started = []
         try:
+            for t in targets:
+                await t.start()
+                started.append(t)
+                await t.request(prompt_for(999, 0, 0), 8)  # warm-up
             for rnd in range(a.rounds):
                 order = targets if rnd % 2 == 0 else list(reversed(targets))
                 for t in order:
@@ -238,34 +337,39 @@ async def main_async(a) -> list[dict]:
                         out.write(line + "\n")
                         out.flush()
         finally:
-            for t in targets:
+            for t in started:
                 await t.stop()
     return rows
 
 
-def summarize(rows: list[dict]) -> str:
+def summarize(rows: list[dict], base: str = "llama-server") -> str:
+    """Medians per target and stream count, and each target / `base` as the median of the
+    per-round ratios (rounds were interleaved, so round r of both ran side by side)."""
     by: dict[tuple, list[dict]] = {}
     for r in rows:
         by.setdefault((r["streams"], r["target"]), []).append(r)
-    targets = sorted({r["target"] for r in rows}, key=lambda t: (t != "runner", t))
-    lines = ["| streams | " + " | ".join(f"{t} tok/s | {t} TTFT ms" for t in targets) + " | tok/s ratio | TTFT ratio |"]
-    lines.append("|" + "---|" * (2 * len(targets) + 3))
+    order = ["stack", "stack-fa-off", "runner", "llama-server", "llama-cpp-python"]
+    targets = sorted({r["target"] for r in rows}, key=lambda t: (order.index(t) if t in order else len(order), t))
+    others = [t for t in targets if t != base] if base in targets else []
+    head = " | ".join(f"{t} tok/s | {t} TTFT ms" for t in targets)
+    ratios = " | ".join(f"{t} / {base} tok/s | TTFT" for t in others)
+    lines = ["| streams | " + head + (" | " + ratios if ratios else "") + " |"]
+    lines.append("|" + "---|" * (1 + 2 * len(targets) + 2 * len(others)))
     for n in sorted({r["streams"] for r in rows}):
         cells = []
-        med = {}
         for t in targets:
             rs = by.get((n, t), [])
             tok = statistics.median(r["tok_s"] for r in rs) if rs else float("nan")
             ttft = statistics.median(r["ttft_median_ms"] for r in rs) if rs else float("nan")
-            med[t] = (tok, ttft)
             cells += [f"{tok:.1f}", f"{ttft:.0f}"]
-        ratio_tok = ratio_ttft = ""
-        if "runner" in med and "llama-server" in med:
-            # median of per-round ratios (rounds were interleaved)
-            pairs = list(zip(by[(n, "runner")], by[(n, "llama-server")]))
-            ratio_tok = f"{statistics.median(r['tok_s'] / l['tok_s'] for r, l in pairs):.2f}"
-            ratio_ttft = f"{statistics.median(r['ttft_median_ms'] / l['ttft_median_ms'] for r, l in pairs):.2f}"
-        lines.append(f"| {n} | " + " | ".join(cells) + f" | {ratio_tok} | {ratio_ttft} |")
+        for t in others:
+            pairs = list(zip(by.get((n, t), []), by.get((n, base), [])))
+            if pairs:
+                cells += [f"{statistics.median(x['tok_s'] / y['tok_s'] for x, y in pairs):.2f}",
+                          f"{statistics.median(x['ttft_median_ms'] / y['ttft_median_ms'] for x, y in pairs):.2f}"]
+            else:
+                cells += ["", ""]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -274,7 +378,7 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="GGUF path (runner, llama-server)")
     ap.add_argument("--model-name", default="gemma3", help="model name for ollama= targets")
     ap.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER", "/tmp/corral-llama-server/build/bin/llama-server"))
-    ap.add_argument("--targets", default="runner,llama-server")
+    ap.add_argument("--targets", default="stack,llama-server,llama-cpp-python")
     ap.add_argument("--streams", default="1,2,4,8")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=3, help="requests per client per round")

@@ -32,6 +32,11 @@ def parse_bool(raw: str) -> bool:
     return True  # Go's BoolWithDefault: set but unparsable means "on"
 
 
+def parse_optional_bool(raw: str) -> bool | None:
+    """Unset means "let the component decide" (None); otherwise as `parse_bool`."""
+    return parse_bool(raw) if raw else None
+
+
 def parse_str(raw: str) -> str:
     return raw
 
@@ -139,6 +144,8 @@ class Config:
                                          "How long to allow model loads to stall before giving up (default \"5m\")")
     context_length: int = setting("OLLAMA_CONTEXT_LENGTH", parse_uint(0),
                                   "Context length to use unless otherwise specified (default 0 = 4096)")
+    flash_attention: bool | None = setting("OLLAMA_FLASH_ATTENTION", parse_optional_bool,
+                                           "Flash attention: 1 on, 0 off (default: llama.cpp's auto choice)")
     registry_push: bool = setting(
         "CORRAL_REGISTRY_PUSH",
         parse_bool_default_true,

@@ -136,6 +136,7 @@ class Engine:
             model, num_ctx=max(int(num_ctx), 4), num_parallel=settings.num_parallel,
             num_batch=options.get("num_batch"), num_thread=options.get("num_thread"),
             use_mmap=options.get("use_mmap"), embedding=embedding,
+            flash_attention=getattr(settings, "flash_attention", None),
         )
 
     async def acquire(self, model: ResolvedModel, spec: Any, keep_alive: Optional[float]) -> Lease:

@@ -116,7 +116,8 @@ def capabilities(model: ResolvedModel) -> frozenset[str]:
 
 
 def load_spec(model: ResolvedModel, *, num_ctx: int, num_parallel: int, num_batch: Optional[int],
-              num_thread: Optional[int], use_mmap: Optional[bool], embedding: bool) -> Any:
+              num_thread: Optional[int], use_mmap: Optional[bool], embedding: bool,
+              flash_attention: Optional[bool] = None) -> Any:
     from server.runner.types import LoadSpec, LoraAdapter
 
     return LoadSpec(
@@ -128,6 +129,7 @@ def load_spec(model: ResolvedModel, *, num_ctx: int, num_parallel: int, num_batc
         embedding=embedding,
         adapters=tuple(LoraAdapter(path) for path in model.adapters),
         use_mmap=True if use_mmap is None else use_mmap,
+        flash_attention=flash_attention,
         name=model.short,
     )
 

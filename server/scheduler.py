@@ -83,6 +83,7 @@ class Settings:
     max_queue: int = 512
     load_timeout: Optional[float] = 300.0
     context_length: int = 4096
+    flash_attention: Optional[bool] = None  # None: llama.cpp's auto choice
 
 
 class _Entry:
@@ -406,6 +407,7 @@ def settings_from_config(config: Any) -> Settings:
         max_queue=config.max_queue or 512,
         load_timeout=config.load_timeout,
         context_length=config.context_length or 4096,
+        flash_attention=getattr(config, "flash_attention", None),
     )
 
 

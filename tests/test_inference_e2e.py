@@ -80,6 +80,33 @@ def test_chat_streaming_and_not(gemma):
     check_metrics(again, max_eval=24)
 
 
+LONG_QUESTION = ("I am planning a walking holiday along a river valley in early autumn. Tell me what the "
+                 "weather is usually like, which birds and animals I might see along the banks, what the "
+                 "villages in such valleys tend to look like, and what I should pack for ten days of walking.")
+
+
+@pytest.mark.parametrize("template", ["ollama", "gguf"])
+def test_chat_next_turn_evaluates_only_new_tokens(gemma, gemma_gguf, template):
+    # The history of a chat (the first question and the model's answer) stays in the slot's KV
+    # cache: re-rendered and re-tokenized by the server, it must match what the slot holds, so the
+    # next turn evaluates only its own few tokens (issue #8: 10th-turn TTFT). Both template paths:
+    # Ollama's gemma3 TEMPLATE (Go) and the GGUF's Jinja chat template (no TEMPLATE layer).
+    model = "gemma3:270m"
+    if template == "gguf":
+        model = "gemma3-jinja:270m"
+        gemma.create(model=model, files={"gemma-3-270m.gguf": gemma.create_blob(gemma_gguf)},
+                     parameters={"num_ctx": 2048})
+    messages = [{"role": "user", "content": LONG_QUESTION}]
+    first = gemma.chat(model=model, messages=messages, options=OPTIONS)
+    follow = messages + [{"role": "assistant", "content": first.message.content},
+                         {"role": "user", "content": "And in winter?"}]
+    second = gemma.chat(model=model, messages=follow, options=OPTIONS)
+    # the new turn is ~15 tokens (end of the answer, turn markers, "And in winter?"); the history
+    # before it (~60 tokens of question, 24 of answer) must not be evaluated again
+    assert first.eval_count == 24
+    assert 0 < second.prompt_eval_count <= 24
+
+
 def test_embed_and_embeddings(gemma):
     r = gemma.embed(model="gemma3:270m", input=["The sky is blue.", "Grass is green."])
     assert len(r.embeddings) == 2 and len(r.embeddings[0]) == 640

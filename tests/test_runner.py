@@ -223,6 +223,27 @@ def test_prompt_cache_evaluates_only_new_tokens(tiny_gguf):
     run(scenario())
 
 
+@pytest.mark.parametrize("flash_attention", [True, False])
+def test_flash_attention_on_or_off_serves_and_caches(tiny_gguf, flash_attention):
+    # OLLAMA_FLASH_ATTENTION reaches llama.cpp's context: both settings decode, batch and reuse
+    # the cache (the KV layout differs between them, so each is exercised on its own)
+    async def scenario():
+        r = await start(tiny_gguf, num_parallel=2, flash_attention=flash_attention)
+        try:
+            assert r.spec.flash_attention is flash_attention
+            prompt = "the sky is blue and the sky is"
+            (text, f1), (_, other) = await asyncio.gather(
+                generate_letters(r, prompt, num_predict=12, temperature=0),
+                generate_letters(r, "hello world", num_predict=12, temperature=0))
+            assert f1.stats.eval_count == other.stats.eval_count == 12 and text
+            _, f2 = await generate_letters(r, prompt + " blue", num_predict=2, temperature=0)
+            assert f2.stats.cached_tokens >= len(await r.tokenize(prompt)) - 1
+        finally:
+            await r.close()
+
+    run(scenario())
+
+
 def test_num_predict_and_context_limits(tiny_gguf):
     async def scenario():
         r = await start(tiny_gguf, num_ctx=64, num_parallel=2)

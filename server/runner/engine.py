@@ -171,6 +171,8 @@ class Engine:
         cp.kv_unified = False
         cp.no_perf = True
         cp.embeddings = spec.embedding
+        cp.flash_attn_type = {None: L.LLAMA_FLASH_ATTN_TYPE_AUTO, True: L.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                              False: L.LLAMA_FLASH_ATTN_TYPE_DISABLED}[spec.flash_attention]
         self.ctx = L.llama_init_from_model(self.model, cp)
         if not self.ctx:
             L.llama_model_free(self.model)

@@ -34,6 +34,10 @@ class LoadSpec:
     embedding: bool = False  # an embedding-only model: no generation, pooled per the model
     adapters: tuple[LoraAdapter, ...] = ()
     use_mmap: bool = True
+    # OLLAMA_FLASH_ATTENTION: None = llama.cpp's auto choice (on for the CPU). Off makes a short
+    # prompt evaluated after a long cached history cheaper (a chat's next turn), on makes decoding
+    # and long prompts cheaper; bench/turns.py and bench/serving.py measure both.
+    flash_attention: bool | None = None
     name: str = ""  # for messages only
 
     def __post_init__(self) -> None:
@@ -45,6 +49,8 @@ class LoadSpec:
             raise InvalidRequest(
                 f"invalid num_ctx {self.num_ctx}: num_ctx × num_parallel ({self.num_parallel}) exceeds 2^31 tokens"
             )
+        if self.flash_attention is not None and not isinstance(self.flash_attention, bool):
+            raise InvalidRequest(f"invalid flash_attention {self.flash_attention!r}: must be true, false or None")
         if self.num_ubatch is not None and (not isinstance(self.num_ubatch, int) or self.num_ubatch < 1):
             raise InvalidRequest(f"invalid num_ubatch {self.num_ubatch!r}")
 
