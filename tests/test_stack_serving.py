@@ -9,6 +9,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from tests.support.server import REPO_ROOT, free_port
 from tests.test_stack_load import write
@@ -20,6 +21,13 @@ def test_runtime_settings_become_environment_but_the_environment_wins(tmp_path):
     write(tmp_path, {"stack.yaml": "runtime:\n  num_parallel: 4\n  keep_alive: 30m\n  max_queue: 64\n"})
     loaded = load(tmp_path / "stack.yaml", env={})
     assert runtime_environment(loaded, {"OLLAMA_MAX_QUEUE": "8"}) == {"OLLAMA_NUM_PARALLEL": "4", "OLLAMA_KEEP_ALIVE": "30m"}
+
+
+@pytest.mark.parametrize("value, env", [("false", "0"), ("true", "1")])
+def test_flash_attention_becomes_ollamas_one_or_zero(tmp_path, value, env):
+    write(tmp_path, {"stack.yaml": f"runtime:\n  flash_attention: {value}\n"})
+    loaded = load(tmp_path / "stack.yaml", env={})
+    assert runtime_environment(loaded, {}) == {"OLLAMA_FLASH_ATTENTION": env}
 
 
 def serve(args, cwd, env, log):

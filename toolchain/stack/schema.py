@@ -47,6 +47,13 @@ class Target(_Strict):
     )
 
 
+def _env_value(value: Any) -> str:
+    """A setting as its environment variable spells it (booleans as Ollama's 1/0)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
 class Runtime(_Strict):
     """Settings `stack serve -f stack.yaml` starts with (environment variables still win)."""
 
@@ -55,6 +62,9 @@ class Runtime(_Strict):
     keep_alive: Optional[Union[str, int]] = Field(None, description="Default keep-alive, e.g. 5m, 1h, -1 (OLLAMA_KEEP_ALIVE).")
     max_queue: Optional[int] = Field(None, ge=1, description="Requests waiting before the server answers 503 (OLLAMA_MAX_QUEUE).")
     context_length: Optional[int] = Field(None, ge=1, description="Default context length (OLLAMA_CONTEXT_LENGTH).")
+    flash_attention: Optional[bool] = Field(
+        None, description="Flash attention on or off (OLLAMA_FLASH_ATTENTION); unset leaves llama.cpp's choice."
+    )
 
     _check_keep_alive = field_validator("keep_alive", mode="before")(_keep_alive)
 
@@ -66,8 +76,9 @@ class Runtime(_Strict):
             "keep_alive": "OLLAMA_KEEP_ALIVE",
             "max_queue": "OLLAMA_MAX_QUEUE",
             "context_length": "OLLAMA_CONTEXT_LENGTH",
+            "flash_attention": "OLLAMA_FLASH_ATTENTION",
         }
-        return {env: str(getattr(self, key)) for key, env in names.items() if getattr(self, key) is not None}
+        return {env: _env_value(getattr(self, key)) for key, env in names.items() if getattr(self, key) is not None}
 
 
 class Model(_Strict):
