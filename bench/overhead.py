@@ -1,9 +1,11 @@
 """Where a runner step's time goes: llama_decode, sampling (C, per slot), and the Python around them.
 
-Drives the runner's Engine in-process (no IPC) with N slots generating greedily, wraps
-`llama_decode` and `llama_sampler_sample` with timers, and reports per-step milliseconds.
+Drives the runner's Engine in-process (no IPC) with N slots generating, wraps `llama_decode`
+and `Sampler.sample` (penalties, then greedy argmax or llama.cpp's chain) with timers, and reports
+per-step milliseconds. `--sampling greedy` (temperature 0, no penalties) or `ollama` (Ollama's
+defaults: temperature 0.8, top_k 40, top_p 0.9, repeat_penalty 1.1 over the last 64 tokens).
 
-    python bench/overhead.py --model PATH [--slots 1,4,8] [--tokens 64] [--threads 2]
+    python bench/overhead.py --model PATH [--slots 1,4,8] [--tokens 64] [--threads 2] [--sampling greedy]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main() -> None:
     ap.add_argument("--slots", default="1,4,8")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--sampling", choices=["greedy", "ollama"], default="greedy")
     a = ap.parse_args()
 
     import llama_cpp as L
@@ -44,10 +47,13 @@ def main() -> None:
         return wrapper
 
     L.llama_decode = timed("decode", L.llama_decode)
-    L.llama_sampler_sample = timed("sample", L.llama_sampler_sample)
+    from server.runner.sampling import Sampler
+
+    Sampler.sample = timed("sample", Sampler.sample)
     for n in [int(x) for x in a.slots.split(",")]:
         eng = E.Engine(LoadSpec(model_path=a.model, num_ctx=1024, num_parallel=n, num_threads=a.threads))
-        opts = SamplingOptions(temperature=0, repeat_penalty=1.0, num_predict=a.tokens)
+        opts = (SamplingOptions(temperature=0, repeat_penalty=1.0, num_predict=a.tokens) if a.sampling == "greedy"
+                else SamplingOptions(num_predict=a.tokens, seed=42))
         for rep in range(2):  # the first round warms up
             for i in range(n):
                 prompt = f"Run {rep}, story {i}: the keeper of the lighthouse opened the door and"
@@ -62,7 +68,7 @@ def main() -> None:
             wall = time.perf_counter() - t0
         py = wall - acc["decode"] - acc["sample"]
         print(json.dumps({
-            "slots": n, "steps": steps, "tok_s": round(n * (a.tokens - 1) / wall, 1),
+            "slots": n, "sampling": a.sampling, "steps": steps, "tok_s": round(n * (a.tokens - 1) / wall, 1),
             "ms_step": round(1000 * wall / steps, 2), "decode_ms": round(1000 * acc["decode"] / steps, 2),
             "sample_ms": round(1000 * acc["sample"] / steps, 3), "python_ms": round(1000 * py / steps, 3),
             "python_share": round(py / wall, 4),

@@ -2,7 +2,7 @@
 
 Runs inside the runner process (server/runner/process.py) on its main thread. Each step gathers
 the next token of every generating slot plus up to a budget of prompt tokens of prefilling slots
-into one batch, decodes it, samples every slot that produced an output with its own sampler chain,
+into one batch, decodes it, samples every slot that produced an output with its own sampler,
 and hands the step's text deltas to `emit` in one call.
 
 Slots keep their KV cache after a request ends; a new request goes to the free slot whose cached
@@ -24,7 +24,7 @@ import numpy as np
 
 from server.runner.errors import InputTooLong, InvalidRequest, LoadError
 from server.runner.logprobs import MAX_TOP, token_logprob
-from server.runner.sampling import ConstrainedSampler, build_chain, build_grammar, format_grammar
+from server.runner.sampling import ConstrainedSampler, Sampler, build_grammar, format_grammar
 from server.runner.text import TextStream
 from server.runner.types import CompletionRequest, LoadSpec, ModelInfo, SamplingOptions
 
@@ -81,19 +81,20 @@ class Active:
     """A request admitted to the engine (prepared by `Engine.prepare`)."""
 
     __slots__ = (
-        "rid", "prompt", "opts", "chain", "stream", "slot", "n_done", "pending",
+        "rid", "prompt", "opts", "sampler", "stream", "slot", "n_done", "pending",
         "generated", "t_prompt", "t_gen", "t_last", "prompt_eval_count", "cached",
         "truncated", "limit", "grammar", "top", "lps",
     )
 
     def __init__(
-        self, rid: int, prompt: list[int], opts: SamplingOptions, chain: Any, grammar: Any, truncated: bool,
+        self, rid: int, prompt: list[int], opts: SamplingOptions, sampler: Sampler | None, grammar: Any,
+        truncated: bool,
         top: int = -1,
     ):
         self.rid = rid
         self.prompt = prompt
         self.opts = opts
-        self.chain = chain
+        self.sampler = sampler
         self.grammar = grammar  # separate grammar sampler or None
         self.stream = TextStream(opts.stop)
         self.slot: Slot | None = None
@@ -312,7 +313,7 @@ class Engine:
     # --- requests ----------------------------------------------------------------------------
 
     def prepare(self, rid: int, req: CompletionRequest) -> Active:
-        """Tokenize, truncate and build the sampler chain; raises InvalidRequest. Runs on the
+        """Tokenize, truncate and build the sampler; raises InvalidRequest. Runs on the
         process's reader thread so the batch loop is not held up."""
         if self.spec.embedding:
             raise InvalidRequest("this model is loaded for embeddings only; it cannot generate")
@@ -343,8 +344,7 @@ class Engine:
             prompt = self._truncate(prompt, opts.num_keep)
             truncated = True
         gsampler = build_grammar(self.vocab, grammar) if grammar else None
-        chain = build_chain(self.vocab, self.n_vocab, opts, prompt)
-        return Active(rid, prompt, opts, chain, gsampler, truncated, top)
+        return Active(rid, prompt, opts, Sampler(self.n_vocab, opts, prompt), gsampler, truncated, top)
 
     def _truncate(self, prompt: list[int], num_keep: int) -> list[int]:
         """Ollama/llama-server rule: keep the first num_keep tokens, drop whole blocks of half the
@@ -418,9 +418,9 @@ class Engine:
 
     @staticmethod
     def _free_samplers(a: Active) -> None:
-        if a.chain:
-            L.llama_sampler_free(a.chain)
-            a.chain = None
+        if a.sampler:
+            a.sampler.free()
+            a.sampler = None
         if a.grammar:
             L.llama_sampler_free(a.grammar)
             a.grammar = None
@@ -536,7 +536,6 @@ class Engine:
             else:
                 s.tokens.extend(a.prompt[a.n_done : a.n_done + k])
                 a.n_done += k
-        sample = L.llama_sampler_sample
         is_eog = L.llama_vocab_is_eog
         pieces = self._pieces
         for a, i in outputs:
@@ -546,10 +545,7 @@ class Engine:
             if a.limit == 0:  # num_predict 0: evaluate the prompt (cache it), generate nothing
                 events.append(self._finish(a, "length"))
                 continue
-            if a.grammar is None:
-                tok = sample(a.chain, self.ctx, i)
-            else:
-                tok = self._constrained().sample(a.chain, a.grammar, self.ctx, i)
+            tok = a.sampler.sample(self.ctx, i, a.grammar, self._constrained() if a.grammar else None)
             a.t_last = t1
             if is_eog(self.vocab, tok):
                 events.append(self._finish(a, "stop"))

@@ -1,8 +1,16 @@
-"""Per-request sampler chains and format grammars (runner process side; uses llama.cpp).
+"""Per-request samplers and format grammars (runner process side; uses llama.cpp).
 
-Chain order follows llama.cpp's common sampler: penalties, top_k, typical, top_p, min_p,
-temperature, then dist(seed) — or greedy when temperature is 0. The chain lives in C; sampling an
-unconstrained slot is one `llama_sampler_sample` call on its output row.
+Order follows llama.cpp's common sampler: penalties, top_k, typical, top_p, min_p, temperature,
+then dist(seed) — or greedy when temperature is 0. Two steps of it are done here rather than in
+llama.cpp's C chain, because with a 262k vocabulary (Gemma) their generic form costs more per slot
+than a batch step can spare (measured: bench/overhead.py; docs/benchmarks.md):
+- penalties touch only the ≤ repeat_last_n tokens seen recently, so they are applied to those
+  entries of the output row (`Penalties`), not by a pass over every candidate as llama.cpp's
+  penalties sampler does (≈ 0.8 ms per slot and step);
+- greedy is an argmax over the row (≈ 0.02 ms), not a candidate array of the whole vocabulary
+  built for llama.cpp's greedy sampler (≈ 0.3 ms).
+The rest of the chain stays in C: sampling an unconstrained slot is one `llama_sampler_sample`
+call on its output row. The arithmetic is llama.cpp's, in float32.
 
 A grammar is not put in front of the chain: checking every one of a 262k vocabulary against the
 grammar each step costs more than the decode. As llama.cpp's common sampler does, the token is
@@ -12,6 +20,7 @@ grammar applied to all candidates (ConstrainedSampler).
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import json
 import math
@@ -55,23 +64,51 @@ def build_grammar(vocab: Any, grammar: str) -> Any:
     return g
 
 
-def build_chain(vocab: Any, n_vocab: int, opts: SamplingOptions, history: list[int]) -> Any:
-    """A new sampler chain for one request. `history` (the prompt's tail) primes the penalties.
-    A grammar is kept out of the chain (see ConstrainedSampler)."""
+class Penalties:
+    """llama.cpp's penalties sampler (repeat, frequency, presence over the last `last_n` tokens),
+    applied in place to the penalized entries of a logits row and undone after sampling."""
+
+    def __init__(self, opts: SamplingOptions, last_n: int, history: list[int]) -> None:
+        self.repeat = np.float32(opts.repeat_penalty)
+        self.freq = np.float32(opts.frequency_penalty)
+        self.present = np.float32(opts.presence_penalty)
+        self.recent: collections.deque[int] = collections.deque(maxlen=last_n)
+        self.counts: collections.Counter[int] = collections.Counter()
+        for tok in history[-last_n:]:
+            self.accept(tok)
+
+    def accept(self, tok: int) -> None:
+        recent = self.recent
+        if len(recent) == recent.maxlen:
+            old = recent[0]
+            self.counts[old] -= 1
+            if not self.counts[old]:
+                del self.counts[old]
+        recent.append(tok)
+        self.counts[tok] += 1
+
+    def apply(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Penalize `row` in place; returns what `restore` needs to put the raw logits back."""
+        if not self.counts:
+            return None
+        ids = np.fromiter(self.counts.keys(), dtype=np.int64, count=len(self.counts))
+        raw = row[ids]
+        counts = np.fromiter((self.counts[int(i)] for i in ids), dtype=np.float32, count=len(ids))
+        out = np.where(raw <= 0, raw * self.repeat, raw / self.repeat)
+        out -= counts * self.freq + np.float32(1) * self.present
+        row[ids] = out
+        return ids, raw
+
+    @staticmethod
+    def restore(row: np.ndarray, saved: tuple[np.ndarray, np.ndarray] | None) -> None:
+        if saved is not None:
+            row[saved[0]] = saved[1]
+
+
+def _chain(opts: SamplingOptions) -> Any:
+    """The C part of the chain (everything after the penalties)."""
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
     add = L.llama_sampler_chain_add
-    penalize = opts.repeat_last_n != 0 and (
-        opts.repeat_penalty != 1.0 or opts.presence_penalty != 0.0 or opts.frequency_penalty != 0.0
-    )
-    if penalize:
-        last_n = n_vocab if opts.repeat_last_n < 0 else opts.repeat_last_n  # -1 = whole context
-        last_n = min(last_n, 1 << 20)
-        p = L.llama_sampler_init_penalties(
-            n_vocab, last_n, opts.repeat_penalty, opts.frequency_penalty, opts.presence_penalty
-        )
-        for tok in history[-last_n:]:
-            L.llama_sampler_accept(p, tok)
-        add(chain, p)
     if opts.temperature <= 0:
         add(chain, L.llama_sampler_init_greedy())
         return chain
@@ -87,6 +124,45 @@ def build_chain(vocab: Any, n_vocab: int, opts: SamplingOptions, history: list[i
     seed = L.LLAMA_DEFAULT_SEED if opts.seed < 0 else opts.seed & 0xFFFFFFFF
     add(chain, L.llama_sampler_init_dist(seed))
     return chain
+
+
+class Sampler:
+    """One request's sampler. `history` (the prompt's tail) primes the penalties. A grammar is
+    kept apart from it (see ConstrainedSampler)."""
+
+    def __init__(self, n_vocab: int, opts: SamplingOptions, history: list[int]) -> None:
+        self.n_vocab = n_vocab
+        self.greedy = opts.temperature <= 0
+        penalize = opts.repeat_last_n != 0 and (
+            opts.repeat_penalty != 1.0 or opts.presence_penalty != 0.0 or opts.frequency_penalty != 0.0
+        )
+        last_n = opts.repeat_last_n if opts.repeat_last_n > 0 else n_vocab  # -1 = the whole context
+        self.penalties = Penalties(opts, min(last_n, 1 << 20), history) if penalize else None
+        self.chain = _chain(opts)
+
+    def sample(self, ctx: Any, i: int, grammar: Any = None, constrained: "ConstrainedSampler | None" = None) -> int:
+        """The next token from output row `i` of the last decode. The row is left as the model
+        produced it (log probabilities are computed from it afterwards)."""
+        row = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(self.n_vocab,))
+        saved = self.penalties.apply(row) if self.penalties else None
+        try:
+            if grammar is not None:
+                assert constrained is not None
+                tok = constrained.sample(self.chain, grammar, ctx, i)
+            elif self.greedy:
+                tok = int(row.argmax())  # llama.cpp's greedy: the first of the highest logits
+            else:
+                tok = L.llama_sampler_sample(self.chain, ctx, i)
+        finally:
+            Penalties.restore(row, saved)
+        if self.penalties:
+            self.penalties.accept(tok)
+        return tok
+
+    def free(self) -> None:
+        if self.chain:
+            L.llama_sampler_free(self.chain)
+            self.chain = None
 
 
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
