@@ -123,15 +123,37 @@ def test_preset_for_an_undeclared_model(stack, capsys, tmp_path):
     assert "preset 'coder' is for model 'qwen2.5-coder:7b', which the stack does not declare" in err
 
 
-def test_the_team_stack_renders_offline_for_review(tmp_path, capsys):
-    """CI has no secrets: `--check` renders the public files of the shipped team stack without them."""
-    shutil.copytree("stacks/team", tmp_path / "team")
-    shutil.copytree("modelfiles", tmp_path / "modelfiles")
+def test_the_team_stacks_committed_rendering_is_current_and_checked_without_secrets(tmp_path, capsys):
+    """stacks/team/rendered/ is committed, as a team does; `--check` (the CI step of
+    .github/workflows/stack.yml) compares it with the stack with no secret and no TLS file."""
+    from tests.support.server import REPO_ROOT
+    from tests.support.team_stack import COMMITTED, STACK
+
+    assert main(["render", "-f", str(STACK), "--check"]) == 0, (
+        capsys.readouterr().out + "\nregenerate with: python -m tests.support.team_stack"
+    )
+    assert not any((COMMITTED / rel).exists() for rel in json.loads((COMMITTED / ".corral-render.json").read_text())["secret"])
+    # In a checkout of its own, a hand edit is a diff.
+    shutil.copytree(STACK.parent, tmp_path / "team")
+    shutil.copytree(REPO_ROOT / "modelfiles", tmp_path / "modelfiles")
+    conf = tmp_path / "team" / "rendered" / "nginx" / "corral.conf"
+    conf.write_text(conf.read_text().replace("proxy_read_timeout 600s;", "proxy_read_timeout 60s;"))
+    capsys.readouterr()
     assert main(["render", "-f", str(tmp_path / "team" / "stack.yaml"), "--check"]) == 1
     out = capsys.readouterr().out
-    assert "+++ b/nginx/corral.conf" in out and "+++ b/open-webui/models.json" in out
-    assert "+    server 10.0.0.11:11434 max_fails=2 fail_timeout=10s;" in out
-    assert "listen 0.0.0.0:443 ssl http2;" in out
+    assert "-    proxy_read_timeout 60s;\n+    proxy_read_timeout 600s;\n" in out
+    assert "+    server 10.0.0.11:11434 max_fails=2 fail_timeout=10s;" not in out  # only the edit differs
+    assert "listen 0.0.0.0:443 ssl http2;" in (COMMITTED / "nginx" / "corral.conf").read_text()
+
+
+def test_ci_checks_the_rendering_of_the_stack_it_plans():
+    from ruamel.yaml import YAML
+
+    from tests.support.server import REPO_ROOT
+
+    workflow = YAML(typ="safe").load((REPO_ROOT / ".github" / "workflows" / "stack.yml").read_text())
+    runs = [step.get("run", "") for step in workflow["jobs"]["plan"]["steps"]]
+    assert any('stack render -f "$STACK_FILE" --check' in run for run in runs), runs
 
 
 def test_render_changes_for_stack_plan(stack):
