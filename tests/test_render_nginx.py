@@ -174,6 +174,15 @@ def test_admin_uploads_a_blob_larger_than_user_bodies_and_creates(edge, tiny_ggu
     assert r.json() == {"error": "request body too large"}
 
 
+def test_inference_and_reads_are_spread_over_both_replicas(edge, replicas):
+    """`least_conn` over the stack's replicas: with nothing in flight it takes them in turn."""
+    nginx, client = edge
+    for _ in range(6):
+        assert client.get("/api/version", headers=_auth(OTHER)).status_code == 200
+    served = re.findall(r"client=bob .* upstream=(\S+)", nginx.access_log())
+    assert len(served) >= 6 and set(served[-6:]) == {s.host_env for s in replicas}, served
+
+
 def test_access_log_names_the_client_never_the_token(edge):
     nginx, client = edge
     client.get("/api/version", headers=_auth(ADMIN))
