@@ -74,6 +74,43 @@ def test_missing_token_variable_is_one_line_and_writes_nothing(stack, capsys, mo
     assert sorted(os.listdir(stack.parent)) == ["stack.yaml"]
 
 
+def test_an_unset_variable_in_what_render_reads_is_an_error_never_a_literal(stack, capsys, monkeypatch, tmp_path):
+    """Target tokens and models' sources may be unset (CI renders without them); a variable in
+    the proxy, webui or a target's URL is needed, and `${NAME}` is never written into a file."""
+    key = tmp_path / "key"
+    key.write_text("0123456789abcdef0123\n")
+    monkeypatch.setenv("PW", "a-long-admin-password")
+    monkeypatch.delenv("PROMPT", raising=False)
+    monkeypatch.delenv("TOKEN_OF_A", raising=False)
+    text = STACK.replace('  a: {url: "http://127.0.0.1:11434"}', '  a: {url: "http://127.0.0.1:11434", token: "${TOKEN_OF_A}"}')
+    text = text.replace("tiny: {from: ./tiny.gguf}", "tiny: {from: \"${TINY_GGUF}\"}") + textwrap.dedent(
+        f"""\
+        webui:
+          public_url: http://chat.localhost
+          client: alice
+          admin_email: a@example.org
+          admin_password_env: PW
+          secret_key_file: {key}
+          presets:
+            - {{id: helper, model: tiny, name: Helper, system: "${{PROMPT}}"}}
+        """
+    )
+    stack.write_text(text)
+    for args in (["render", "-f", str(stack)], ["render", "-f", str(stack), "--check"]):
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("Error: ") and err.count("\n") == 1, err
+        assert err.endswith("stack.yaml:19 webui.presets[0].system: environment variable PROMPT is not set\n"), err
+    assert not (stack.parent / "rendered").exists()
+    monkeypatch.setenv("PROMPT", "Be brief.")
+    assert main(["render", "-f", str(stack)]) == 0  # TOKEN_OF_A and TINY_GGUF still unset
+    models = json.loads((stack.parent / "rendered" / "open-webui" / "models.json").read_text())
+    assert models["models"][0]["params"] == {"system": "Be brief."}
+    stack.write_text(text.replace('"http://127.0.0.1:11434"', '"${GPU_1_URL}"'))
+    assert main(["render", "-f", str(stack), "--check"]) == 1
+    assert "targets.a.url: environment variable GPU_1_URL is not set" in capsys.readouterr().err
+
+
 def test_foreign_output_directory_is_refused(stack, capsys):
     out = stack.parent / "etc"
     out.mkdir()
