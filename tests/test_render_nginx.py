@@ -2,8 +2,9 @@
 
 The stack file is rendered through `stack render`, nginx is started on the rendered prefix,
 and requests go through it with real HTTP clients: auth (401/403), admin create with a blob
-upload, body limits, per-client rate limits (429), failover with a replica stopped, and the
-access log naming clients, never tokens.
+upload, body limits, per-client rate limits (429), balancing over both replicas, failover with
+a replica stopped, the access log naming clients, never tokens, and the rendered prefix run
+by an unprivileged user.
 """
 
 from __future__ import annotations
