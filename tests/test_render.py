@@ -157,6 +157,53 @@ def test_without_proxy_and_ui_only_the_server_units_render(key_file):
     assert render_secret(inp, Secrets()) == {}
 
 
+def test_webui_switched_off_renders_no_ui_and_needs_none_of_its_secrets(key_file):
+    """`webui.enabled: false` keeps the section in the stack but takes Open WebUI out of every file."""
+    from toolchain.render.secrets import collect
+
+    data = render_input.stack_data(key_file)
+    data["webui"]["enabled"] = False
+    inp = RenderInput.model_validate(data)
+    public = render_public(inp)
+    assert sorted(public) == [
+        GITIGNORE, "compose.yaml", "compose/corral.conf", "nginx/corral.conf", "nginx/nginx.conf", "systemd/corral.service",
+    ]
+    assert secret_paths(inp) == ["nginx/corral-tokens.conf"]
+    for rel in ("nginx/corral.conf", "compose/corral.conf"):
+        assert "corral_webui" not in public[rel] and "chat.example.org" not in public[rel]
+    assert "open-webui" not in public["compose.yaml"]
+    key_file.unlink()  # neither the secret key file nor the admin password is read
+    env = render_input.environment()
+    env.pop("WEBUI_ADMIN_PASSWORD")
+    secrets = collect(inp, env)
+    assert secrets.admin_password is None and secrets.webui_secret_key is None
+    assert sorted(render_secret(inp, secrets)) == ["nginx/corral-tokens.conf"]
+
+
+def test_tls_redirects_plain_http_offers_tls_1_2_and_1_3_only_and_sends_hsts(key_file):
+    data = render_input.stack_data(key_file)
+    data["proxy"].update(listen="443", server_name="llm.example.org",
+                         tls={"cert": "/etc/tls/llm.crt", "key": "/etc/tls/llm.key", "redirect_listen": "80"})
+    conf = render_public(RenderInput.model_validate(data))["nginx/corral.conf"]
+    redirect = conf[conf.index("server {\n    listen 0.0.0.0:80;\n"):]
+    redirect = redirect[: redirect.index("}\n")]
+    assert "    server_name llm.example.org chat.example.org;\n" in redirect
+    assert "    return 301 https://$host$request_uri;\n" in redirect
+    hsts = '    add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;\n'
+    for host in ("llm.example.org", "chat.example.org"):  # the API and the UI
+        server = conf[conf.index(f"    server_name {host};\n") :]
+        server = server[: server.index("    location")]
+        assert "    ssl_protocols TLSv1.2 TLSv1.3;\n" in server and hsts in server, host
+    assert conf.count("ssl_protocols") == 2 and "listen 0.0.0.0:443 ssl http2;" in conf
+
+
+def test_a_hidden_preset_is_hidden_in_models_json(key_file):
+    data = render_input.stack_data(key_file)
+    data["webui"]["presets"][0]["hidden"] = True
+    body = json.loads(render_public(RenderInput.model_validate(data))["open-webui/models.json"])
+    assert body["models"][0]["id"] == "helpdesk" and body["models"][0]["meta"]["hidden"] is True
+
+
 def test_no_secret_reaches_a_public_file(key_file):
     inp = render_input.make(key_file)
     public = "".join(render_public(inp).values())

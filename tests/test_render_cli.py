@@ -74,6 +74,43 @@ def test_missing_token_variable_is_one_line_and_writes_nothing(stack, capsys, mo
     assert sorted(os.listdir(stack.parent)) == ["stack.yaml"]
 
 
+def test_an_unset_variable_in_what_render_reads_is_an_error_never_a_literal(stack, capsys, monkeypatch, tmp_path):
+    """Target tokens and models' sources may be unset (CI renders without them); a variable in
+    the proxy, webui or a target's URL is needed, and `${NAME}` is never written into a file."""
+    key = tmp_path / "key"
+    key.write_text("0123456789abcdef0123\n")
+    monkeypatch.setenv("PW", "a-long-admin-password")
+    monkeypatch.delenv("PROMPT", raising=False)
+    monkeypatch.delenv("TOKEN_OF_A", raising=False)
+    text = STACK.replace('  a: {url: "http://127.0.0.1:11434"}', '  a: {url: "http://127.0.0.1:11434", token: "${TOKEN_OF_A}"}')
+    text = text.replace("tiny: {from: ./tiny.gguf}", "tiny: {from: \"${TINY_GGUF}\"}") + textwrap.dedent(
+        f"""\
+        webui:
+          public_url: http://chat.localhost
+          client: alice
+          admin_email: a@example.org
+          admin_password_env: PW
+          secret_key_file: {key}
+          presets:
+            - {{id: helper, model: tiny, name: Helper, system: "${{PROMPT}}"}}
+        """
+    )
+    stack.write_text(text)
+    for args in (["render", "-f", str(stack)], ["render", "-f", str(stack), "--check"]):
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("Error: ") and err.count("\n") == 1, err
+        assert err.endswith("stack.yaml:19 webui.presets[0].system: environment variable PROMPT is not set\n"), err
+    assert not (stack.parent / "rendered").exists()
+    monkeypatch.setenv("PROMPT", "Be brief.")
+    assert main(["render", "-f", str(stack)]) == 0  # TOKEN_OF_A and TINY_GGUF still unset
+    models = json.loads((stack.parent / "rendered" / "open-webui" / "models.json").read_text())
+    assert models["models"][0]["params"] == {"system": "Be brief."}
+    stack.write_text(text.replace('"http://127.0.0.1:11434"', '"${GPU_1_URL}"'))
+    assert main(["render", "-f", str(stack), "--check"]) == 1
+    assert "targets.a.url: environment variable GPU_1_URL is not set" in capsys.readouterr().err
+
+
 def test_foreign_output_directory_is_refused(stack, capsys):
     out = stack.parent / "etc"
     out.mkdir()
@@ -123,15 +160,38 @@ def test_preset_for_an_undeclared_model(stack, capsys, tmp_path):
     assert "preset 'coder' is for model 'qwen2.5-coder:7b', which the stack does not declare" in err
 
 
-def test_the_team_stack_renders_offline_for_review(tmp_path, capsys):
-    """CI has no secrets: `--check` renders the public files of the shipped team stack without them."""
-    shutil.copytree("stacks/team", tmp_path / "team")
-    shutil.copytree("modelfiles", tmp_path / "modelfiles")
+def test_the_team_stacks_committed_rendering_is_current_and_checked_without_secrets(tmp_path, capsys):
+    """stacks/team/rendered/ is committed, as a team does; `--check` (the CI step of
+    .github/workflows/stack.yml) compares it with the stack with no secret and no TLS file."""
+    from tests.support.server import REPO_ROOT
+    from tests.support.team_stack import COMMITTED, STACK
+
+    assert main(["render", "-f", str(STACK), "--check"]) == 0, (
+        capsys.readouterr().out + "\nregenerate with: python -m tests.support.team_stack"
+    )
+    secret = json.loads((COMMITTED / ".corral-render.json").read_text())["secret"]
+    assert all(f"/{rel}\n" in (COMMITTED / ".gitignore").read_text() for rel in secret)  # never committed
+    # In a checkout of its own, a hand edit is a diff.
+    shutil.copytree(STACK.parent, tmp_path / "team")
+    shutil.copytree(REPO_ROOT / "modelfiles", tmp_path / "modelfiles")
+    conf = tmp_path / "team" / "rendered" / "nginx" / "corral.conf"
+    conf.write_text(conf.read_text().replace("proxy_read_timeout 600s;", "proxy_read_timeout 60s;"))
+    capsys.readouterr()
     assert main(["render", "-f", str(tmp_path / "team" / "stack.yaml"), "--check"]) == 1
     out = capsys.readouterr().out
-    assert "+++ b/nginx/corral.conf" in out and "+++ b/open-webui/models.json" in out
-    assert "+    server 10.0.0.11:11434 max_fails=2 fail_timeout=10s;" in out
-    assert "listen 0.0.0.0:443 ssl http2;" in out
+    assert "-    proxy_read_timeout 60s;\n+    proxy_read_timeout 600s;\n" in out
+    assert "+    server 10.0.0.11:11434 max_fails=2 fail_timeout=10s;" not in out  # only the edit differs
+    assert "listen 0.0.0.0:443 ssl http2;" in (COMMITTED / "nginx" / "corral.conf").read_text()
+
+
+def test_ci_checks_the_rendering_of_the_stack_it_plans():
+    from ruamel.yaml import YAML
+
+    from tests.support.server import REPO_ROOT
+
+    workflow = YAML(typ="safe").load((REPO_ROOT / ".github" / "workflows" / "stack.yml").read_text())
+    runs = [step.get("run", "") for step in workflow["jobs"]["plan"]["steps"]]
+    assert any('stack render -f "$STACK_FILE" --check' in run for run in runs), runs
 
 
 def test_render_changes_for_stack_plan(stack):

@@ -2,18 +2,23 @@
 
 The stack file is rendered through `stack render`, nginx is started on the rendered prefix,
 and requests go through it with real HTTP clients: auth (401/403), admin create with a blob
-upload, body limits, per-client rate limits (429), failover with a replica stopped, and the
-access log naming clients, never tokens.
+upload, body limits, per-client rate limits (429), balancing over both replicas, failover with
+a replica stopped, the access log naming clients, never tokens, and the rendered prefix run
+by an unprivileged user.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import shutil
 import socket
 import ssl
 import stat
 import subprocess
+import tempfile
 import textwrap
 import threading
 import time
@@ -147,6 +152,9 @@ def test_admin_uploads_a_blob_larger_than_user_bodies_and_creates(edge, tiny_ggu
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     r = client.post(f"/api/blobs/{digest}", content=data, headers=_auth(ADMIN))
     assert r.status_code == 201, r.text
+    # A registry upload (a push into a replica) may be as large.
+    r = client.post(f"/v2/team/edge-tiny/blobs/uploads/?digest={digest}", content=data, headers=_auth(ADMIN))
+    assert r.status_code == 201, r.text
     statuses = []
     with client.stream(
         "POST", "/api/create", json={"model": "edge-tiny", "files": {"tiny.gguf": digest}}, headers=_auth(ADMIN)
@@ -165,6 +173,15 @@ def test_admin_uploads_a_blob_larger_than_user_bodies_and_creates(edge, tiny_ggu
     r = client.post("/api/chat", content=data, headers={**_auth(USER), "Content-Type": "application/json"})
     assert r.status_code == 413
     assert r.json() == {"error": "request body too large"}
+
+
+def test_inference_and_reads_are_spread_over_both_replicas(edge, replicas):
+    """`least_conn` over the stack's replicas: with nothing in flight it takes them in turn."""
+    nginx, client = edge
+    for _ in range(6):
+        assert client.get("/api/version", headers=_auth(OTHER)).status_code == 200
+    served = re.findall(r"client=bob .* upstream=(\S+)", nginx.access_log())
+    assert len(served) >= 6 and set(served[-6:]) == {s.host_env for s in replicas}, served
 
 
 def test_access_log_names_the_client_never_the_token(edge):
@@ -458,3 +475,33 @@ def test_replicas_that_require_keys_get_their_key_from_nginx_never_the_clients_t
                 assert r.status_code == 404  # the replica's own answer, reached with its key
             log = nginx.access_log()
             assert replica_key not in log and USER not in log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as a non-root user every nginx test here already runs this way")
+def test_nginx_runs_from_the_rendered_prefix_as_an_unprivileged_user(replicas, monkeypatch):
+    """`nginx -p DIR/nginx -c nginx.conf` on the rendered files alone, as `nobody`: the pid,
+    the logs and the temporary files all go under the prefix (its var/, rendered empty)."""
+    root = Path(tempfile.mkdtemp(prefix="corral-nobody-"))  # outside pytest's root-only temp tree
+    try:
+        for key, value in ENV.items():
+            monkeypatch.setenv(key, value)
+        port = free_port()
+        (root / "stack.yaml").write_text(_stack([replicas[0].host_env], port))
+        assert main(["render", "-f", str(root / "stack.yaml")]) == 0
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, 65534, 65534)  # what `stack render` run by that user would have written
+        prefix = root / "rendered" / "nginx"
+        with Nginx(prefix, port, as_user="nobody") as nginx, httpx.Client(base_url=nginx.url, timeout=30) as client:
+            assert client.get("/api/tags").status_code == 401
+            assert client.get("/api/tags", headers=_auth(USER)).status_code == 200
+            big = b"{" + b" " * 50_000 + b"}"  # over the in-memory body buffer (under 64k): to var/client_body
+            r = client.post("/api/show", content=big, headers={**_auth(USER), "Content-Type": "application/json"})
+            assert r.status_code == 400, r.text  # the replica's own answer to a body without a model
+            status = Path(f"/proc/{nginx.proc.pid}/status").read_text()
+            assert re.search(r"^Uid:\s+65534\s+65534\s+65534\s+65534$", status, re.M), status
+        var = prefix / "var"
+        assert {"access.log", "error.log", "client_body"} <= {p.name for p in var.iterdir()}
+        assert all(p.stat().st_uid == 65534 for p in var.rglob("*"))
+        assert "client=alice " in (var / "access.log").read_text()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

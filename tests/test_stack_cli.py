@@ -27,6 +27,13 @@ def test_schema_is_json_schema(capsys):
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert schema["title"] == "Corral stack file" and "models" in schema["properties"]
+    # The edge sections `stack render` reads, with their own keys (editors complete them).
+    defs = schema["$defs"]
+    assert {"proxy", "webui"} <= set(schema["properties"])
+    assert {"listen", "server_name", "tls", "clients", "rate_limit", "body_limits", "timeouts"} <= set(defs["ProxyConfig"]["properties"])
+    assert {"enabled", "image_tag", "public_url", "admin_email", "admin_password_env", "default_models",
+            "hidden_models", "presets"} <= set(defs["WebUIConfig"]["properties"])
+    assert {"name", "description", "system", "params", "hidden"} <= set(defs["Preset"]["properties"])
 
 
 def test_unreachable_server_is_one_line_exit_1(tmp_path, capsys):

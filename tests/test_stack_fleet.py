@@ -144,6 +144,20 @@ def test_plan_shows_each_replica_then_apply_fetches_a_pull_once(setup, capsys):
     assert "No changes. Every server matches the stack." in capsys.readouterr().out
 
 
+def test_what_stack_lock_pins_is_what_every_replica_reports(setup, capsys):
+    """Pull and the relay move the manifest byte for byte: the digest `stack lock` pins from the
+    registry is the digest each replica lists after apply."""
+    import re
+
+    _, ref, (a, b, c) = setup
+    write_stack(Path("."), {"a": a.url, "b": b.url, "c": c.url}, ref)
+    assert main(["lock"]) == 0
+    pinned = re.search(rf"pull: {re.escape(ref)}@(sha256:[0-9a-f]{{64}})\n", Path("stack.yaml").read_text()).group(1)
+    assert main(["apply", "--auto-approve"]) == 0
+    assert f"[b]   from a ({a.url})" in capsys.readouterr().out  # relayed, not pulled again
+    assert [tags(url)[ref] for url in (a.url, b.url, c.url)] == [pinned] * 3
+
+
 def test_a_modelfile_model_has_one_digest_on_every_replica(setup, capsys):
     _, _, (a, b, c) = setup
     write_stack(Path("."), {"a": a.url, "b": b.url, "c": c.url}, None)

@@ -2,14 +2,15 @@
 
 `free_port()` picks a loopback port; `Nginx(prefix).start()` runs
 ``nginx -p PREFIX -c nginx.conf -g "daemon off;"`` as a child process (when the tests run
-as root, workers run as root too, since the prefix usually sits in a 0700 temp dir),
-waits until the port accepts connections, and `stop()` sends SIGQUIT then SIGKILL to
-that one PID.
+as root, workers run as root too, since the prefix usually sits in a 0700 temp dir; with
+`as_user`, root runs it as that user through `setpriv` instead), waits until the port
+accepts connections, and `stop()` sends SIGQUIT then SIGKILL to that one PID.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -52,9 +53,11 @@ def wait_for_port(port: int, proc: Optional[subprocess.Popen] = None, attempts: 
 
 
 class Nginx:
-    def __init__(self, prefix: Path, port: int) -> None:
+    def __init__(self, prefix: Path, port: int, *, conf: str = "nginx.conf", as_user: Optional[str] = None) -> None:
         self.prefix = Path(prefix)
         self.port = port
+        self.conf = conf
+        self.as_user = as_user
         self.proc: Optional[subprocess.Popen] = None
 
     @property
@@ -64,18 +67,26 @@ class Nginx:
     def start(self) -> "Nginx":
         assert NGINX is not None, "nginx is not installed"
         assert self.proc is None or self.proc.poll() is not None, "this nginx is already running"
-        (self.prefix / "var").mkdir(exist_ok=True)
-        directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+        # Nothing is prepared: the rendered prefix (with its empty var/) is all nginx gets.
+        command = [NGINX, "-p", str(self.prefix), "-c", self.conf, "-g", "daemon off;"]
+        if self.as_user is not None:
+            assert os.geteuid() == 0, "only root can start nginx as another user"
+            pw = pwd.getpwnam(self.as_user)
+            command = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", *command]
+        elif os.geteuid() == 0:
+            command[-1] += " user root;"
         self.proc = subprocess.Popen(
-            [NGINX, "-p", str(self.prefix), "-c", "nginx.conf", "-g", directives],
+            command,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
         try:
             wait_for_port(self.port, self.proc)
-        except RuntimeError:
+        except RuntimeError as exc:
+            proc = self.proc
             self.stop()
-            raise
+            stderr = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else ""
+            raise RuntimeError(f"{exc}: {stderr.strip()}") from None
         return self
 
     def error_log(self) -> str:

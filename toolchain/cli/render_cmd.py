@@ -31,8 +31,7 @@ def render(
 
         raise StackError(f"stack file {file} not found")
     tree, rel = WorkTree.for_file(path)
-    # Target tokens are not needed to render: an unset ${VAR} there stays literal.
-    loaded = load_text(tree.read_text(rel), tree, rel, strict_env=False)
+    loaded = load_text(tree.read_text(rel), tree, rel, strict_env=_read_by_render)
     inp = render_input(loaded)
     out_dir = out if out is not None else default_out_dir(loaded) or path.parent / "rendered"
     public = render_public(inp)
@@ -48,6 +47,16 @@ def render(
     secret = render_secret(inp, secrets)
     written = files.write(out_dir, public, secret)
     typer.echo(f"Rendered {len(written)} files into {out_dir} ({len(secret)} secret, mode 0600).")
+
+
+def _read_by_render(loc: tuple) -> bool:
+    """Whether a value at `loc` reaches the rendered files, so an unset ${VAR} in it is an error.
+
+    Render reads the `proxy` and `webui` sections and the targets' URLs (the replicas); a
+    literal ${VAR} must never be rendered. Anything else (target tokens, models' sources) may
+    stay unset: CI renders (`--check`) without those secrets and paths.
+    """
+    return loc[:1] in (("proxy",), ("webui",)) or (loc[:1] == ("targets",) and loc[2:] == ("url",))
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,8 @@ files 0600, a manifest `.corral-render.json` naming every file Corral wrote, a
 `.gitignore` for the secret ones), validates it with `nginx -t` when nginx is on PATH,
 and only then swaps it in place of the output directory. It refuses an output directory
 holding files Corral did not write (anything absent from the manifest, except nginx's
-own runtime directory `nginx/var/`, which is carried over to the new set). `check`
+own runtime directory `nginx/var/`: written empty, so that ``nginx -p DIR/nginx -c
+nginx.conf`` runs at once, and carried over from the previous set). `check`
 diffs the public files against the disk without writing (`stack render --check`).
 """
 
@@ -110,10 +111,14 @@ def write(
         manifest = {"generator": "corral stack render", "files": names, "secret": sorted(secret)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         os.chmod(tmp / MANIFEST, PUBLIC_MODE)
-        nginx_bin = nginx or shutil.which("nginx")
-        if validate and nginx_bin and MAIN_CONF in public:
-            nginx_test(tmp / Path(MAIN_CONF).parent, nginx_bin)
+        if MAIN_CONF in public:
+            nginx_bin = nginx or shutil.which("nginx")
+            if validate and nginx_bin:
+                nginx_test(tmp / Path(MAIN_CONF).parent, nginx_bin)
             shutil.rmtree(tmp / RUNTIME_DIR, ignore_errors=True)
+            # Empty, so that `nginx -p DIR/nginx -c nginx.conf` runs right away (nginx creates
+            # no directory for its pid and logs); a previous set's runtime files replace it.
+            (tmp / RUNTIME_DIR).mkdir(mode=0o755)
         _swap(tmp, out_dir)
         tmp = None
         return sorted([*names, MANIFEST])
@@ -129,8 +134,11 @@ def _swap(new: Path, out_dir: Path) -> None:
         return
     runtime = out_dir / RUNTIME_DIR
     if runtime.is_dir():
-        (new / RUNTIME_DIR).parent.mkdir(parents=True, exist_ok=True)
-        os.rename(runtime, new / RUNTIME_DIR)
+        carried = new / RUNTIME_DIR
+        if carried.is_dir():
+            carried.rmdir()  # the new set's empty one
+        carried.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(runtime, carried)
     old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
     os.rename(out_dir, old)
     os.rename(new, out_dir)

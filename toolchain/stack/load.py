@@ -205,10 +205,19 @@ def parse_yaml(text: str, display: str) -> Any:
         raise StackError(f"invalid YAML: {exc.problem or exc.context}", display, line) from None
 
 
-def load_text(text: str, source: Any, path: str, *, env: Mapping[str, str] | None = None, strict_env: bool = True) -> LoadedStack:
+def load_text(
+    text: str,
+    source: Any,
+    path: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    strict_env: bool | typing.Callable[[tuple], bool] = True,
+) -> LoadedStack:
     """Validate stack text read from `source` at repository path `path`.
 
-    With `strict_env=False` an unset variable stays as the literal `${NAME}` (offline review).
+    With `strict_env=False` an unset variable stays as the literal `${NAME}` (offline review);
+    a predicate on the value's location (`("targets", "gpu-1", "token")`) says where an unset
+    variable is an error (True) and where it stays literal.
     """
     display = source.display(path)
     doc = parse_yaml(text, display)
@@ -219,7 +228,7 @@ def load_text(text: str, source: Any, path: str, *, env: Mapping[str, str] | Non
     environ = os.environ if env is None else env
 
     def missing(name: str, loc: tuple) -> str:
-        if not strict_env:
+        if not (strict_env(loc) if callable(strict_env) else strict_env):
             return "${" + name + "}"
         raise StackError(f"environment variable {name} is not set", display, line_of(doc, loc), dotted(loc))
 
