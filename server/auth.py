@@ -57,6 +57,7 @@ ROUTES: tuple[tuple[frozenset[str], re.Pattern[str], Scope], ...] = tuple(
         ("POST", r"/api/show", "user"),
         ("GET HEAD", r"/api/(tags|ps|version)", "user"),
         ("GET HEAD", r"/metrics", "user"),
+        ("GET HEAD", r"/api/corral/store", "user"),  # the store's free space (stack doctor)
         # OpenAI-compatible API: inference and model listing only
         ("GET HEAD POST", r"/v1/.*", "user"),
         # registry reads (pull from this server); every write (push to it) needs admin

@@ -31,6 +31,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import stat
 import threading
 import time
@@ -123,6 +124,12 @@ class Store:
         if not stat.S_ISREG(mode):
             raise BadRequest("path is not a regular file in the model store")
         return path
+
+    def disk_space(self) -> tuple[int, int]:
+        """(free, total) bytes of the filesystem that holds the store, free as the server (not
+        root) may use it: what `stack doctor` checks before a pull or create runs out of room."""
+        usage = shutil.disk_usage(self.root)
+        return usage.free, usage.total
 
     # -- blobs -----------------------------------------------------------------------------
 

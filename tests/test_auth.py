@@ -25,6 +25,8 @@ ROUTE_CASES = [
     ("GET", "/api/ps", "user"),
     ("GET", "/api/version", "user"),
     ("GET", "/metrics", "user"),
+    ("GET", "/api/corral/store", "user"),  # free disk space, for stack doctor
+    ("DELETE", "/api/corral/store", "admin"),
     ("POST", "/v1/chat/completions", "user"),
     ("POST", "/v1/completions", "user"),
     ("POST", "/v1/embeddings", "user"),
