@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -75,8 +76,11 @@ class Hostile:
     def check_intact(self) -> None:
         assert self.canary.read_bytes() == SECRET
         assert tree(self.root, self.server.models) == self.before, "something outside the store changed"
+        started = time.monotonic()
         r = httpx.get(self.url + "/", timeout=1.0)  # still answering, promptly
+        took = time.monotonic() - started  # httpx's timeout bounds each phase, not the whole request
         assert (r.status_code, r.text) == (200, "Ollama is running")
+        assert took < 1.0, f"GET / took {took:.2f} s"
         assert self.server.proc.poll() is None
 
 
