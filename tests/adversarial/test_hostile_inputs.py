@@ -426,8 +426,8 @@ ROUTES = [("GET", "/api/tags", None, 200), ("DELETE", "/api/delete", {"model": "
 
 @pytest.mark.parametrize("host", list(HOSTS))
 def test_host_and_origin_matrix(ready: Hostile, host):
-    """Every Host × Origin pair on a read and two management routes: a foreign Origin is 403 with
-    an empty body (the CORS layer, outermost); then a Host that is not this machine's is 403 naming
+    """Every Host × Origin pair on a read and two management routes: a foreign Origin is 403 naming
+    it (the CORS layer, outermost); then a Host that is not this machine's is 403 naming
     it; only a loopback Host with an allowed Origin or none reaches the route."""
     name = host.format(port=ready.server.port)
     for origin, origin_ok in ORIGINS.items():
@@ -436,7 +436,9 @@ def test_host_and_origin_matrix(ready: Hostile, host):
             got, raw = ready.raw(method, path, json.dumps(body).encode() if body else None, headers)
             where = (name, origin, method, path)
             if not origin_ok:  # the CORS layer is outermost: refused before the Host is looked at
-                assert (got, raw) == (403, b""), where
+                assert (got, json.loads(raw)) == (403, {"error": f"forbidden: origin {json.dumps(origin)} is not allowed "
+                                                    "(a browser page may call this server only from an origin listed "
+                                                    "in OLLAMA_ORIGINS)"}), where
             elif not HOSTS[host]:
                 shown = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
                 assert (got, json.loads(raw)) == (403, {"error": f'forbidden: host "{shown}" is not allowed (a loopback '
