@@ -60,7 +60,9 @@ ROUTES: tuple[tuple[frozenset[str], re.Pattern[str], Scope], ...] = tuple(
         ("GET HEAD", r"/api/corral/store", "user"),  # the store's free space (stack doctor)
         # OpenAI-compatible API: inference and model listing only
         ("GET HEAD POST", r"/v1/.*", "user"),
-        # registry reads (pull from this server); every write (push to it) needs admin
+        # registry reads (pull from this server); every write (push to it) needs admin, upload
+        # sessions included (even a GET of one: they belong to a push)
+        ("GET HEAD", r"/v2/.+/blobs/uploads(/.*)?", "admin"),
         ("GET HEAD", r"/v2(/.*)?", "user"),
         # management, listed for the reader (the default is admin anyway)
         ("POST HEAD", r"/api/blobs/[^/]*", "admin"),

@@ -41,6 +41,8 @@ ROUTE_CASES = [
     ("POST", "/v2/library/x/blobs/uploads/", "admin"),
     ("PATCH", "/v2/library/x/blobs/uploads/abc", "admin"),
     ("DELETE", "/v2/library/x/blobs/uploads/abc", "admin"),
+    ("GET", "/v2/library/x/blobs/uploads/abc", "admin"),  # an upload session's state belongs to a push
+    ("GET", "/v2/library/x/blobs/sha256:" + "0" * 64, "user"),
     ("POST", "/api/create", "admin"),
     ("POST", "/api/blobs/sha256:" + "0" * 64, "admin"),
     ("HEAD", "/api/blobs/sha256:" + "0" * 64, "admin"),
