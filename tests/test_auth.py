@@ -3,6 +3,9 @@ the start-up refusal of `server.serve.check_exposure`."""
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
 
 from server.auth import host_allowed, host_name, is_loopback_bind, required_scope
@@ -85,9 +88,10 @@ HOST_CASES = [
     ("10.0.0.1", False),
     ("0.0.0.0", False),
     ("[::ffff:10.0.0.1]:1", False),
-    ("team-box", True),  # single label: no public DNS name, so no rebinding page (hostname, nginx upstream)
-    ("corral_servers", True),
-    ("2130706433", True),  # dotless numeric: a browser never sends it, and it names no attacker's page
+    ("team-box", False),  # a dotless name a search domain or LLMNR could resolve to an attacker's page
+    ("corral_servers", False),  # a hand-written nginx's upstream name: list it in CORRAL_ALLOWED_HOSTS
+    ("testserver", False),
+    ("2130706433", False),
     ("team.example", False),
     ("127.0.0.1.evil.example", False),
 ]
@@ -96,6 +100,27 @@ HOST_CASES = [
 @pytest.mark.parametrize("header, allowed", HOST_CASES)
 def test_host_allow_list(header, allowed):
     assert host_allowed(header) is allowed
+
+
+def test_the_machines_hostname_is_allowed_as_in_ollama():
+    from server.auth import AuthMiddleware, install
+    from server.config import Config
+
+    class App:
+        def __init__(self):
+            self.state = type("State", (), {})()
+            self.added = None
+
+        def add_middleware(self, cls, **kw):
+            self.added = (cls, kw)
+
+    app = App()
+    install(app, Config.from_env({}, keys_file=Path("/nonexistent/keys.json"), allowed_hosts=("team.example",)))
+    cls, kw = app.added
+    assert cls is AuthMiddleware and kw["loopback"] is True
+    assert kw["allowed_hosts"] == ("team.example", socket.gethostname())
+    assert host_allowed(f"{socket.gethostname()}:11434", kw["allowed_hosts"])
+    assert not host_allowed("another-box:11434", kw["allowed_hosts"])
 
 
 def test_extra_allowed_hosts():

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -286,10 +287,11 @@ def test_metrics_count_requests(keyed):
 def test_host_check_on_loopback(tmp_path):
     with start_server(tmp_path / "models", env={"CORRAL_ALLOWED_HOSTS": "team.example"}) as srv:
         for host in ("localhost", f"localhost:{srv.port}", "127.0.0.1", "[::1]:1", "a.localhost", "team.example:1",
-                     "corral_servers", "my-laptop:11434"):
+                     f"{socket.gethostname()}:11434"):
             r = httpx.get(srv.url + "/api/tags", headers={"Host": host})
             assert r.status_code == 200, host
-        for host in ("evil.example", f"evil.example:{srv.port}", "localhost.evil.example", "10.0.0.1"):
+        for host in ("evil.example", f"evil.example:{srv.port}", "localhost.evil.example", "10.0.0.1",
+                     "corral_servers", "not-this-machine:11434"):
             r = httpx.get(srv.url + "/", headers={"Host": host})
             name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
             assert r.status_code == 403, host
