@@ -123,6 +123,31 @@ def test_the_machines_hostname_is_allowed_as_in_ollama():
     assert not host_allowed("another-box:11434", kw["allowed_hosts"])
 
 
+@pytest.mark.parametrize("loopback, allow_unauthenticated, status", [
+    (True, False, 200),  # a laptop: open, as Ollama
+    (False, True, 200),  # a proxy in front authenticates
+    (False, False, 401),  # a public bind whose last key was revoked never falls open
+])
+def test_no_keys_is_open_only_on_loopback_or_when_told(tmp_path, loopback, allow_unauthenticated, status):
+    import asyncio
+
+    from server.auth import AuthMiddleware, KeyRing
+
+    sent = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    async def send(message):
+        sent.append(message)
+
+    middleware = AuthMiddleware(app, keyring=KeyRing(tmp_path / "keys.json"), loopback=loopback,
+                                allow_unauthenticated=allow_unauthenticated)
+    scope = {"type": "http", "method": "GET", "path": "/api/tags", "headers": [(b"host", b"localhost")]}
+    asyncio.run(middleware(scope, None, send))
+    assert sent[0]["status"] == status
+
+
 def test_extra_allowed_hosts():
     assert host_allowed("team.example:11434", ["team.example"]) and host_allowed("TEAM.EXAMPLE", [" team.example "])
     assert not host_allowed("team.example.evil", ["team.example"])
