@@ -19,6 +19,7 @@ import ollama
 import openai
 import pytest
 
+from tests.adversarial.conftest import tree
 from tests.support.server import REPO_ROOT, ServerProcess, free_port, start_server
 from toolchain import keys as kf
 
@@ -153,6 +154,8 @@ def test_every_management_route_of_the_app_refuses_a_user_key(keyed, tmp_path):
         ("GET", "/api/corral/lock"), ("POST", "/api/corral/lock"),
         ("PUT", "/api/corral/lock/{lease_id}"), ("DELETE", "/api/corral/lock/{lease_id}"),
     ])
+    base = keyed.keys_file.parent  # the keys file and the store: refusals change nothing in either
+    before = tree(base, base / "nothing")
     for method, template in admin:
         path = re.sub(r"\{digest\}", DIGEST0, re.sub(r"\{(?!digest)[^}]+\}", "x", template))
         r = keyed.request(method, path, keyed.user, json={} if method in ("POST", "PUT", "PATCH", "DELETE") else None)
@@ -161,6 +164,9 @@ def test_every_management_route_of_the_app_refuses_a_user_key(keyed, tmp_path):
             assert r.json() == forbidden("alice"), (method, template)
         r = keyed.request(method, path, None)
         assert r.status_code == 401, (method, template, r.status_code)
+        assert tree(base, base / "nothing") == before, (method, template)
+        started = time.monotonic()
+        assert keyed.get("/").text == "Ollama is running" and time.monotonic() - started < 1.0
 
 
 def test_registry_writes_refuse_a_user_key_in_oci_shape(keyed):

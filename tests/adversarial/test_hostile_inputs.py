@@ -21,7 +21,8 @@ import pytest
 
 from server.http_protocol import TOO_LARGE_RESPONSE
 from tests.adversarial.cases import CASES, Case
-from tests.adversarial.conftest import SECRET, Hostile, tree
+from tests.adversarial.conftest import PARALLEL, QUEUE, SECRET, Hostile, tree
+from tests.support.formats import NEVER_DONE
 
 
 @pytest.fixture(scope="module")
@@ -366,8 +367,6 @@ def test_a_slow_reader_holds_only_its_own_slot(ready: Hostile):
     server waits on it (memory does not grow with the tokens it would send), while everyone else
     is served, the same model included. When it reads, its stream goes on; when it leaves, its slot
     is freed."""
-    from tests.support.formats import NEVER_DONE
-
     body = json.dumps({"model": "base", "prompt": "x", "raw": True, "format": NEVER_DONE,
                        "options": {"num_predict": -1, "temperature": 0}}).encode()
     s = socket.socket()
@@ -386,6 +385,51 @@ def test_a_slow_reader_holds_only_its_own_slot(ready: Hostile):
     finally:
         s.close()
     _until(lambda: _busy_slots(ready) == 0, "the slot freed once the slow reader left")
+    ready.check_intact()
+
+
+def _queued(h: Hostile) -> float:
+    for line in httpx.get(f"{h.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith('corral_model_queue_depth{model="base:latest"} '):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_queue_over_its_limit_is_503_and_the_server_keeps_serving(ready: Hostile):
+    """Endless generations fill the model's slots, more wait in its queue up to OLLAMA_MAX_QUEUE,
+    and the next one is refused at once with Ollama's 503; when the clients leave, everything is
+    freed and the server is as before."""
+    body = {"model": "base", "prompt": "x", "raw": True, "format": NEVER_DONE,
+            "options": {"num_predict": -1, "temperature": 0}}
+    streaming = threading.Semaphore(0)
+    leave = threading.Event()
+
+    def endless() -> None:
+        with httpx.stream("POST", f"{ready.url}/api/generate", json=body, timeout=120) as r:
+            lines = r.iter_lines()  # kept: a dropped iterator closes the stream
+            assert r.status_code == 200 and json.loads(next(lines))["done"] is False
+            streaming.release()
+            leave.wait(120)  # then hang up mid-stream
+
+    threads = [threading.Thread(target=endless, daemon=True) for _ in range(PARALLEL + QUEUE)]
+    try:
+        for t in threads[:PARALLEL]:
+            t.start()
+        for _ in range(PARALLEL):
+            assert streaming.acquire(timeout=60), "a generation never started"
+        for t in threads[PARALLEL:]:
+            t.start()
+        _until(lambda: _queued(ready) == QUEUE, "the queue filled")
+        r = httpx.post(f"{ready.url}/api/generate", json={**body, "stream": False}, timeout=30)
+        assert (r.status_code, r.json()) == (503, {"error": "server busy, please try again.  maximum pending "
+                                                            "requests exceeded"})
+        ready.check_intact()
+    finally:
+        leave.set()
+        for t in threads:
+            if t.ident:
+                t.join(120)
+    _until(lambda: _busy_slots(ready) == 0 and _queued(ready) == 0, "slots and queue freed")
     ready.check_intact()
 
 
