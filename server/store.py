@@ -348,13 +348,18 @@ class Store:
                 problems.append(f"manifest {rel}: {exc}")
                 continue
             for d in manifest.blobs():
-                if not self.blob_path(d.digest).is_file():
+                try:
+                    present = self.blob_path(d.digest).is_file()
+                except ServerError as exc:  # a link out of the store, a directory, a FIFO...
+                    problems.append(f"manifest {rel}: blob {d.digest}: {exc.message}")
+                    continue
+                if not present:
                     problems.append(f"manifest {rel}: missing blob {d.digest}")
         if hash_blobs:
             for path in sorted(self.blobs_dir.iterdir()):
                 m = _BLOB_FILE.fullmatch(path.name)
-                if m is None or not path.is_file():
-                    continue
+                if m is None or path.is_symlink() or not path.is_file():
+                    continue  # a link is never read (a manifest naming it is reported above)
                 actual = file_digest(path)
                 if actual != "sha256:" + m.group(1):
                     problems.append(f"blob {path.name}: content hashes to {actual}")

@@ -100,6 +100,27 @@ def test_fsck_finds_every_broken_invariant_and_repair_touches_only_leftovers(tmp
     assert (blobs / model_digest.replace(":", "-")).exists() and (blobs / "notes.txt").exists()
 
 
+def test_fsck_reports_missing_and_planted_blobs_and_goes_on(tmp_path, tiny_gguf):
+    """A referenced blob deleted, another replaced by a link out of the store: both are errors of
+    the report (fsck does not stop at the first), and the link is never followed."""
+    models = make_store(tmp_path, tiny_gguf)
+    manifest = models / "manifests/registry.ollama.ai/library/tiny/latest"
+    layers = {layer["mediaType"].rsplit(".", 1)[-1]: layer["digest"] for layer in json.loads(manifest.read_bytes())["layers"]}
+    (models / "blobs" / layers["model"].replace(":", "-")).unlink()
+    system = models / "blobs" / layers["system"].replace(":", "-")
+    system.unlink()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not in the store")
+    system.symlink_to(outside)
+    r = stack("fsck", "--models", str(models))
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    for name in ("registry.ollama.ai/library/tiny/latest", "registry.ollama.ai/other/tiny/v2"):
+        assert f"error: manifest {name}: missing blob {layers['model']}" in lines
+        assert f"error: manifest {name}: blob {layers['system']}: path escapes the model store" in lines
+    assert lines[-1].endswith(": 4 errors") and outside.read_text() == "not in the store"
+
+
 def test_fsck_without_a_store(tmp_path):
     r = stack("fsck", "--models", str(tmp_path / "nope"))
     assert (r.returncode, r.stderr.strip()) == (
