@@ -92,7 +92,7 @@ def test_a_foreign_origin_is_403_before_any_route():
                               "type": "permission_error", "param": None, "code": "forbidden"}}),
     ("/v2/", {"errors": [{"code": "DENIED", "message": 'forbidden: origin "https://evil.example" is not allowed (a '
                                                        "browser page may call this server only from an origin listed "
-                                                       "in OLLAMA_ORIGINS)"}]}),
+                                                       "in OLLAMA_ORIGINS)", "detail": None}]}),
 ])
 def test_the_middleware_names_a_refused_origin_in_the_paths_error_shape(path, body):
     reached, sent = [], []

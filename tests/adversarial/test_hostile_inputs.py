@@ -232,8 +232,9 @@ def test_slow_clients_do_not_block_others(ready: Hostile):
 ESCAPES = {"error": "path escapes the model store"}
 NOT_REGULAR = {"error": "path is not a regular file in the model store"}
 # the same refusals on the registry's routes, in its shape
-V2_ESCAPES = {"errors": [{"code": "UNSUPPORTED", "message": "path escapes the model store"}]}
-V2_NOT_REGULAR = {"errors": [{"code": "UNSUPPORTED", "message": "path is not a regular file in the model store"}]}
+V2_ESCAPES = {"errors": [{"code": "UNSUPPORTED", "message": "path escapes the model store", "detail": None}]}
+V2_NOT_REGULAR = {"errors": [{"code": "UNSUPPORTED", "message": "path is not a regular file in the model store",
+                             "detail": None}]}
 LIB = "manifests/registry.ollama.ai/library"
 SELF = "manifests/127.0.0.1:{port}"
 SECRET_HEX = hashlib.sha256(SECRET).hexdigest()
