@@ -257,3 +257,12 @@ def test_doctor_with_a_stack_file(tmp_path, tiny_gguf):
 
         r = stack("doctor", "-f", str(stack_file), env={"DOC_TOKEN": "corral_wrong"})
         assert r.returncode == 1 and "the token of target team refused: 401 unauthorized" in r.stdout
+
+        # the server's model is no longer the one declared (another digest): doctor fails on it
+        (tmp_path / "Modelfile").write_text(f"FROM {tiny_gguf}\nSYSTEM a newer prompt\n")
+        stack_file.write_text(stack_file.read_text().replace(f"from: {tiny_gguf}", "modelfile: Modelfile"))
+        r = stack("doctor", "-f", str(stack_file), "--min-free", "0", "--format", "json", env=env)
+        assert r.stdout, r.stderr
+        checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+        assert r.returncode == 1 and checks["model tiny:latest"]["status"] == "fail", r.stdout
+        assert checks["model tiny:latest"]["detail"].startswith("update: ")
