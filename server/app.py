@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.asgi_errors import error_body
 from server.config import Config
 from server.errors import ServerError
 from server.store import Store
@@ -76,8 +77,10 @@ def create_app(config: Config | None = None) -> FastAPI:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
+    """Ollama's `{"error": ...}`; under `/v2/` the registry's `{"errors": [...]}` (a store refusal
+    such as a planted link reaches a registry client in the shape it reads)."""
     assert isinstance(exc, ServerError)
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return JSONResponse(error_body(request.url.path, exc.status, exc.message), status_code=exc.status)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

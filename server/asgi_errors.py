@@ -7,17 +7,17 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable
 
-_OPENAI_TYPES = {401: "invalid_request_error", 403: "permission_error", 413: "invalid_request_error",
-                 503: "server_error"}
+from server.openai.errors import error_body as openai_error_body
+
 _OCI_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 413: "SIZE_INVALID", 503: "TOOMANYREQUESTS"}
 
 
 def error_body(path: str, status: int, message: str, *, code: str | None = None) -> dict[str, Any]:
+    """The error body for `path`'s API family; `code` is OpenAI's `code` field (e.g. `invalid_api_key`)."""
     if path == "/v1" or path.startswith("/v1/"):
-        return {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "api_error"), "param": None,
-                          "code": code}}
-    if path == "/v2" or path.startswith("/v2/"):
-        return {"errors": [{"code": _OCI_CODES.get(status, "UNSUPPORTED"), "message": message}]}
+        return openai_error_body(message, status, code=code)
+    if path == "/v2" or path.startswith("/v2/"):  # as server.registry.routes answers
+        return {"errors": [{"code": _OCI_CODES.get(status, "UNSUPPORTED"), "message": message, "detail": None}]}
     return {"error": message}
 
 

@@ -5,10 +5,11 @@ For every HTTP request, in order:
 
 1. **Host** (only when the server is bound to loopback, as in Ollama): the `Host` header must name
    this machine's loopback — `localhost`, `*.localhost`, a loopback IP (`127.0.0.1`, `[::1]`), any
-   port — or be a single-label name (no dot: the machine's hostname, nginx's upstream name), or
-   be listed in `CORRAL_ALLOWED_HOSTS`; otherwise 403. A browser page on
-   `rebind.attacker.example` whose DNS now points at 127.0.0.1 sends its own name as Host, so it
-   is refused before anything else runs (CVE-2024-28224).
+   port — or be the machine's own hostname (as Ollama allows), or be listed in
+   `CORRAL_ALLOWED_HOSTS`; otherwise 403. A browser page on `rebind.attacker.example` whose DNS
+   now points at 127.0.0.1 sends its own name as Host, so it is refused before anything else runs
+   (CVE-2024-28224). Other dotless names are refused too: a search domain or LAN name resolution
+   (LLMNR, NetBIOS) can hand an attacker one.
 2. **Key**: `required_scope(method, path)` says what the route needs (`ROUTES` below is the only
    place that knows). With no key configured the server is open as Ollama is — but only on a
    loopback bind or with `CORRAL_ALLOW_UNAUTHENTICATED=1`; a public bind whose keys file became
@@ -34,6 +35,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Sequence
@@ -57,9 +59,12 @@ ROUTES: tuple[tuple[frozenset[str], re.Pattern[str], Scope], ...] = tuple(
         ("POST", r"/api/show", "user"),
         ("GET HEAD", r"/api/(tags|ps|version)", "user"),
         ("GET HEAD", r"/metrics", "user"),
+        ("GET HEAD", r"/api/corral/store", "user"),  # the store's free space (stack doctor)
         # OpenAI-compatible API: inference and model listing only
         ("GET HEAD POST", r"/v1/.*", "user"),
-        # registry reads (pull from this server); every write (push to it) needs admin
+        # registry reads (pull from this server); every write (push to it) needs admin, upload
+        # sessions included (even a GET of one: they belong to a push)
+        ("GET HEAD", r"/v2/.+/blobs/uploads(/.*)?", "admin"),
         ("GET HEAD", r"/v2(/.*)?", "user"),
         # management, listed for the reader (the default is admin anyway)
         ("POST HEAD", r"/api/blobs/[^/]*", "admin"),
@@ -111,17 +116,13 @@ def host_name(header: str) -> str:
 
 
 def host_allowed(header: str | None, extra: Iterable[str] = ()) -> bool:
-    """Whether a request's Host is one a rebinding page cannot send: a loopback name or IP, a
-    single-label name (this machine's hostname, an nginx upstream such as `corral_servers`, a
-    test client's `testserver`: no public DNS answers for a name without a dot, so no attacker's
-    page can be served from one), or an allowed extra name. No Host: allowed (HTTP/1.0 tools;
-    every browser sends one)."""
+    """Whether a request's Host is one a rebinding page cannot send: a loopback name or IP, or an
+    allowed extra name (`CORRAL_ALLOWED_HOSTS` and the machine's hostname, see `install`). No Host:
+    allowed (HTTP/1.0 tools; every browser sends one)."""
     if header is None or header.strip() == "":
         return True
     name = host_name(header)
     if name == "localhost" or name.endswith(".localhost"):
-        return True
-    if name and "." not in name and ":" not in name:
         return True
     try:
         if ipaddress.ip_address(name).is_loopback:
@@ -269,5 +270,5 @@ def install(app: Any, config: Any) -> None:
         keyring=app.state.keyring,
         loopback=is_loopback_bind(host),
         allow_unauthenticated=config.allow_unauthenticated,
-        allowed_hosts=config.allowed_hosts,
+        allowed_hosts=(*config.allowed_hosts, socket.gethostname()),
     )

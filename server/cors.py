@@ -8,7 +8,9 @@ tauri://, vscode-webview:// and vscode-file:// schemes.
 
 What a request gets (`decide`, pure):
   * no `Origin`, or an `Origin` equal to http(s)://<Host> (same origin): passed through untouched;
-  * an origin not allowed: 403 with an empty body, the request never reaches a route;
+  * an origin not allowed: 403 naming the origin (Ollama's bare 403 says nothing; the body is shaped
+    for the path's API family like every refusal, `server.asgi_errors`), the request never reaches
+    a route;
   * an allowed preflight (`OPTIONS`): 204 with Allow-Methods/Headers, Max-Age 43200, Vary;
   * an allowed request: passed through, the response gets Access-Control-Allow-Origin (the
     origin itself, or `*` when `OLLAMA_ORIGINS` contains `*`) and `Vary: Origin`.
@@ -20,9 +22,11 @@ with a message naming the entry).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional
 
+from server.asgi_errors import send_error
 from toolchain.errors import CorralError
 
 ALLOWED_HEADERS = (
@@ -97,11 +101,17 @@ def parse_origins(origins: list[str]) -> Origins:
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do with a request: `status` set means answer now with `headers` and no body;
-    otherwise pass it on and add `headers` to the response."""
+    """What to do with a request: `status` set means answer now with `headers` (and, for a refusal,
+    the error `message`); otherwise pass it on and add `headers` to the response."""
 
     status: Optional[int]
     headers: tuple[tuple[str, str], ...]
+    message: Optional[str] = None
+
+
+def refused(origin: str) -> str:
+    return (f"forbidden: origin {json.dumps(origin)} is not allowed "
+            "(a browser page may call this server only from an origin listed in OLLAMA_ORIGINS)")
 
 
 PASS = Decision(None, ())
@@ -111,7 +121,7 @@ def decide(method: str, origin: Optional[str], host: str, origins: Origins) -> D
     if not origin or origin in (f"http://{host}", f"https://{host}"):
         return PASS
     if not origins.allows(origin):
-        return Decision(403, ())
+        return Decision(403, (), refused(origin))
     allow_origin = "*" if origins.allow_all else origin
     if method == "OPTIONS":
         headers = [("Access-Control-Allow-Methods", ",".join(ALLOWED_METHODS)),
@@ -149,6 +159,9 @@ class CORSMiddleware:
             return
         headers = dict((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ()))
         decision = decide(scope["method"], headers.get("origin"), headers.get("host", ""), self.origins)
+        if decision.message is not None:
+            await send_error(send, scope.get("path", ""), decision.status or 403, decision.message, code="forbidden")
+            return
         if decision.status is not None:
             raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in decision.headers]
             await send({"type": "http.response.start", "status": decision.status, "headers": raw})

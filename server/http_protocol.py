@@ -14,8 +14,8 @@ last one, so trickling a byte at a time does not extend it. Pipelined requests b
 progress are not timed (uvicorn pauses reading for them).
 
 **Answers without the app.** A timed-out head (408), a head larger than h11's limit (431 where
-uvicorn says 400) and a head h11 cannot parse (uvicorn's 400) are answered here, before any ASGI
-code runs; `on_refused(status, method, reason, seconds)` reports each one (`stack serve` passes
+uvicorn says 400) and a head h11 cannot parse (400) are answered here, before any ASGI code runs,
+in Ollama's `{"error": ...}` shape (uvicorn's own 400 is plain text), and the connection closed; `on_refused(status, method, reason, seconds)` reports each one (`stack serve` passes
 `server.observe.Metrics.refused`, so they are counted and logged like every other request).
 
 **Connection count.** Every request's scope carries `scope["extensions"]["corral.connections"]`,
@@ -29,13 +29,14 @@ app, where its 503 is shaped, counted and logged as any other answer.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any, Callable, Optional
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["CorralProtocol", "protocol", "TIMEOUT_RESPONSE", "TOO_LARGE_RESPONSE"]
+__all__ = ["CorralProtocol", "protocol", "INVALID_RESPONSE", "TIMEOUT_RESPONSE", "TOO_LARGE_RESPONSE"]
 
 #: on_refused(status, method or "", reason, seconds since the connection or the request's first byte)
 OnRefused = Callable[[int, str, str, float], None]
@@ -43,13 +44,17 @@ OnRefused = Callable[[int, str, str, float], None]
 _METHODS = frozenset(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
 
 
-def _plain(status: int, phrase: str, body: bytes) -> bytes:
-    return (f"HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
-            f"content-length: {len(body)}\r\n\r\n").encode() + body
+def _refusal(status: int, phrase: str, message: str) -> bytes:
+    """A complete response in Ollama's error shape (the path is not known yet, so no other shape
+    applies), closing the connection."""
+    body = json.dumps({"error": message}).encode()
+    return (f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json; charset=utf-8\r\n"
+            f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
 
 
-TIMEOUT_RESPONSE = _plain(408, "Request Timeout", b"request header timeout")
-TOO_LARGE_RESPONSE = _plain(431, "Request Header Fields Too Large", b"request header fields too large")
+TIMEOUT_RESPONSE = _refusal(408, "Request Timeout", "request header timeout")
+TOO_LARGE_RESPONSE = _refusal(431, "Request Header Fields Too Large", "request header fields too large")
+INVALID_RESPONSE = _refusal(400, "Bad Request", "invalid HTTP request")
 
 
 class CorralProtocol(H11Protocol):
@@ -90,14 +95,14 @@ class CorralProtocol(H11Protocol):
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
-        """h11 refused the head: 431 when it outgrew the limit (h11's own hint), else uvicorn's 400."""
+        """h11 refused the head: 431 when it outgrew the limit (h11's own hint), else 400 (where
+        uvicorn would answer in plain text)."""
         self._cancel_header_timer()
         buffered, _ = self.conn.trailing_data
         if len(buffered) > self._max_head:
             self._refuse(431, TOO_LARGE_RESPONSE, "request header fields too large")
-            return
-        super().send_400_response(msg)
-        self._report(400, "invalid HTTP request")
+        else:
+            self._refuse(400, INVALID_RESPONSE, "invalid HTTP request")
 
     def _arm_header_timer(self) -> None:
         self._head_started = time.perf_counter()

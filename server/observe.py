@@ -15,7 +15,7 @@ including the 401/403/413 of the inner ones and times a streaming response to it
     corral_generated_tokens_total{model}                  } which the inference routes call
     corral_time_to_first_token_seconds{model}             } once per finished generation
     corral_load_wait_seconds{model}                       }  (queueing plus loading)
-    corral_queue_depth                                    } read from the scheduler at
+    corral_queue_depth, corral_model_queue_depth{model}   } read from the scheduler at
     corral_loaded_models, corral_model_memory_bytes{model},} each scrape (nothing until the
     corral_model_parallel_slots{model},                   } first inference request)
     corral_model_busy_slots{model}                        }
@@ -138,6 +138,11 @@ class _SchedulerCollector(Collector):
         if scheduler is None:
             return
         yield GaugeMetricFamily("corral_queue_depth", "Requests waiting for a runner", value=scheduler.pending)
+        queued = GaugeMetricFamily("corral_model_queue_depth", "Requests waiting for a model (to load or for a slot)",
+                                   labels=["model"])
+        for name, count in scheduler.queued():
+            queued.add_metric([name], count)
+        yield queued
         rows = scheduler.running()
         yield GaugeMetricFamily("corral_loaded_models", "Models loaded in memory", value=len(rows))
         memory = GaugeMetricFamily("corral_model_memory_bytes", "Estimated memory of a loaded model", labels=["model"])

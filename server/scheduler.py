@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Protocol
 
@@ -184,6 +185,7 @@ class Scheduler:
         self._loaded: dict[str, _Entry] = {}
         self._load_lock = asyncio.Lock()
         self._pending = 0
+        self._waiting: Counter[str] = Counter()  # pending requests by model name
         self._closing: set[asyncio.Task[None]] = set()
 
     # -- requests ----------------------------------------------------------------------
@@ -203,6 +205,7 @@ class Scheduler:
         if self._pending >= self.settings.max_queue:
             raise QueueFull()
         self._pending += 1
+        self._waiting[ref.name] += 1
         started = time.monotonic()
         try:
             while True:
@@ -219,6 +222,9 @@ class Scheduler:
                     await self._load(spec, ref, keep_alive)
         finally:
             self._pending -= 1
+            self._waiting[ref.name] -= 1
+            if not self._waiting[ref.name]:
+                del self._waiting[ref.name]
 
     async def _attach_waiting(self, entry: _Entry, keep_alive: Optional[float], load_seconds: float) -> Lease:
         self._use(entry, keep_alive)
@@ -375,6 +381,10 @@ class Scheduler:
     @property
     def pending(self) -> int:
         return self._pending
+
+    def queued(self) -> list[tuple[str, int]]:
+        """(model name, requests waiting for it: to load or for a slot) of every model with any."""
+        return sorted(self._waiting.items())
 
     async def close(self) -> None:
         """Unload everything (server shutdown)."""

@@ -31,6 +31,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import stat
 import threading
 import time
@@ -123,6 +124,12 @@ class Store:
         if not stat.S_ISREG(mode):
             raise BadRequest("path is not a regular file in the model store")
         return path
+
+    def disk_space(self) -> tuple[int, int]:
+        """(free, total) bytes of the filesystem that holds the store, free as the server (not
+        root) may use it: what `stack doctor` checks before a pull or create runs out of room."""
+        usage = shutil.disk_usage(self.root)
+        return usage.free, usage.total
 
     # -- blobs -----------------------------------------------------------------------------
 
@@ -341,13 +348,18 @@ class Store:
                 problems.append(f"manifest {rel}: {exc}")
                 continue
             for d in manifest.blobs():
-                if not self.blob_path(d.digest).is_file():
+                try:
+                    present = self.blob_path(d.digest).is_file()
+                except ServerError as exc:  # a link out of the store, a directory, a FIFO...
+                    problems.append(f"manifest {rel}: blob {d.digest}: {exc.message}")
+                    continue
+                if not present:
                     problems.append(f"manifest {rel}: missing blob {d.digest}")
         if hash_blobs:
             for path in sorted(self.blobs_dir.iterdir()):
                 m = _BLOB_FILE.fullmatch(path.name)
-                if m is None or not path.is_file():
-                    continue
+                if m is None or path.is_symlink() or not path.is_file():
+                    continue  # a link is never read (a manifest naming it is reported above)
                 actual = file_digest(path)
                 if actual != "sha256:" + m.group(1):
                     problems.append(f"blob {path.name}: content hashes to {actual}")

@@ -3,6 +3,9 @@ the start-up refusal of `server.serve.check_exposure`."""
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
 
 from server.auth import host_allowed, host_name, is_loopback_bind, required_scope
@@ -25,6 +28,8 @@ ROUTE_CASES = [
     ("GET", "/api/ps", "user"),
     ("GET", "/api/version", "user"),
     ("GET", "/metrics", "user"),
+    ("GET", "/api/corral/store", "user"),  # free disk space, for stack doctor
+    ("DELETE", "/api/corral/store", "admin"),
     ("POST", "/v1/chat/completions", "user"),
     ("POST", "/v1/completions", "user"),
     ("POST", "/v1/embeddings", "user"),
@@ -39,6 +44,8 @@ ROUTE_CASES = [
     ("POST", "/v2/library/x/blobs/uploads/", "admin"),
     ("PATCH", "/v2/library/x/blobs/uploads/abc", "admin"),
     ("DELETE", "/v2/library/x/blobs/uploads/abc", "admin"),
+    ("GET", "/v2/library/x/blobs/uploads/abc", "admin"),  # an upload session's state belongs to a push
+    ("GET", "/v2/library/x/blobs/sha256:" + "0" * 64, "user"),
     ("POST", "/api/create", "admin"),
     ("POST", "/api/blobs/sha256:" + "0" * 64, "admin"),
     ("HEAD", "/api/blobs/sha256:" + "0" * 64, "admin"),
@@ -81,9 +88,10 @@ HOST_CASES = [
     ("10.0.0.1", False),
     ("0.0.0.0", False),
     ("[::ffff:10.0.0.1]:1", False),
-    ("team-box", True),  # single label: no public DNS name, so no rebinding page (hostname, nginx upstream)
-    ("corral_servers", True),
-    ("2130706433", True),  # dotless numeric: a browser never sends it, and it names no attacker's page
+    ("team-box", False),  # a dotless name a search domain or LLMNR could resolve to an attacker's page
+    ("corral_servers", False),  # a hand-written nginx's upstream name: list it in CORRAL_ALLOWED_HOSTS
+    ("testserver", False),
+    ("2130706433", False),
     ("team.example", False),
     ("127.0.0.1.evil.example", False),
 ]
@@ -92,6 +100,52 @@ HOST_CASES = [
 @pytest.mark.parametrize("header, allowed", HOST_CASES)
 def test_host_allow_list(header, allowed):
     assert host_allowed(header) is allowed
+
+
+def test_the_machines_hostname_is_allowed_as_in_ollama():
+    from server.auth import AuthMiddleware, install
+    from server.config import Config
+
+    class App:
+        def __init__(self):
+            self.state = type("State", (), {})()
+            self.added = None
+
+        def add_middleware(self, cls, **kw):
+            self.added = (cls, kw)
+
+    app = App()
+    install(app, Config.from_env({}, keys_file=Path("/nonexistent/keys.json"), allowed_hosts=("team.example",)))
+    cls, kw = app.added
+    assert cls is AuthMiddleware and kw["loopback"] is True
+    assert kw["allowed_hosts"] == ("team.example", socket.gethostname())
+    assert host_allowed(f"{socket.gethostname()}:11434", kw["allowed_hosts"])
+    assert not host_allowed("another-box:11434", kw["allowed_hosts"])
+
+
+@pytest.mark.parametrize("loopback, allow_unauthenticated, status", [
+    (True, False, 200),  # a laptop: open, as Ollama
+    (False, True, 200),  # a proxy in front authenticates
+    (False, False, 401),  # a public bind whose last key was revoked never falls open
+])
+def test_no_keys_is_open_only_on_loopback_or_when_told(tmp_path, loopback, allow_unauthenticated, status):
+    import asyncio
+
+    from server.auth import AuthMiddleware, KeyRing
+
+    sent = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    async def send(message):
+        sent.append(message)
+
+    middleware = AuthMiddleware(app, keyring=KeyRing(tmp_path / "keys.json"), loopback=loopback,
+                                allow_unauthenticated=allow_unauthenticated)
+    scope = {"type": "http", "method": "GET", "path": "/api/tags", "headers": [(b"host", b"localhost")]}
+    asyncio.run(middleware(scope, None, send))
+    assert sent[0]["status"] == status
 
 
 def test_extra_allowed_hosts():

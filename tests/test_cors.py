@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
 
-from server.cors import (ALLOWED_HEADERS, CorsConfigError, allowed_origins, decide, default_origins,
-                         parse_origins)
+from server.cors import (ALLOWED_HEADERS, CORSMiddleware, CorsConfigError, Decision, allowed_origins, decide,
+                         default_origins, parse_origins)
 
 DEFAULT = parse_origins(allowed_origins(""))
 
@@ -75,8 +78,36 @@ def test_requests_without_origin_or_from_the_same_origin_pass_untouched():
 
 
 def test_a_foreign_origin_is_403_before_any_route():
-    assert decide("POST", "https://evil.example", "127.0.0.1:11434", DEFAULT).status == 403
-    assert decide("OPTIONS", "https://evil.example", "127.0.0.1:11434", DEFAULT).status == 403
+    message = ('forbidden: origin "https://evil.example" is not allowed (a browser page may call this server '
+               "only from an origin listed in OLLAMA_ORIGINS)")
+    assert decide("POST", "https://evil.example", "127.0.0.1:11434", DEFAULT) == Decision(403, (), message)
+    assert decide("OPTIONS", "https://evil.example", "127.0.0.1:11434", DEFAULT) == Decision(403, (), message)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/tags", {"error": 'forbidden: origin "https://evil.example" is not allowed (a browser page may call this '
+                            "server only from an origin listed in OLLAMA_ORIGINS)"}),
+    ("/v1/models", {"error": {"message": 'forbidden: origin "https://evil.example" is not allowed (a browser page may '
+                                         "call this server only from an origin listed in OLLAMA_ORIGINS)",
+                              "type": "permission_error", "param": None, "code": "forbidden"}}),
+    ("/v2/", {"errors": [{"code": "DENIED", "message": 'forbidden: origin "https://evil.example" is not allowed (a '
+                                                       "browser page may call this server only from an origin listed "
+                                                       "in OLLAMA_ORIGINS)", "detail": None}]}),
+])
+def test_the_middleware_names_a_refused_origin_in_the_paths_error_shape(path, body):
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path,
+             "headers": [(b"host", b"127.0.0.1:11434"), (b"origin", b"https://evil.example")]}
+    asyncio.run(CORSMiddleware(app, DEFAULT)(scope, None, send))
+    assert reached == [] and sent[0]["status"] == 403
+    assert json.loads(sent[1]["body"]) == body
 
 
 def test_an_allowed_request_gets_the_origin_echoed():

@@ -5,15 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import ollama
+import pytest
 
 from tests.support.cli import run_stack
 from tests.support.server import free_port, start_server
 from toolchain import keys as kf
+from toolchain.doctor import Check, disk_check
 
 
 def stack(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -94,6 +100,27 @@ def test_fsck_finds_every_broken_invariant_and_repair_touches_only_leftovers(tmp
     assert (blobs / model_digest.replace(":", "-")).exists() and (blobs / "notes.txt").exists()
 
 
+def test_fsck_reports_missing_and_planted_blobs_and_goes_on(tmp_path, tiny_gguf):
+    """A referenced blob deleted, another replaced by a link out of the store: both are errors of
+    the report (fsck does not stop at the first), and the link is never followed."""
+    models = make_store(tmp_path, tiny_gguf)
+    manifest = models / "manifests/registry.ollama.ai/library/tiny/latest"
+    layers = {layer["mediaType"].rsplit(".", 1)[-1]: layer["digest"] for layer in json.loads(manifest.read_bytes())["layers"]}
+    (models / "blobs" / layers["model"].replace(":", "-")).unlink()
+    system = models / "blobs" / layers["system"].replace(":", "-")
+    system.unlink()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not in the store")
+    system.symlink_to(outside)
+    r = stack("fsck", "--models", str(models))
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    for name in ("registry.ollama.ai/library/tiny/latest", "registry.ollama.ai/other/tiny/v2"):
+        assert f"error: manifest {name}: missing blob {layers['model']}" in lines
+        assert f"error: manifest {name}: blob {layers['system']}: path escapes the model store" in lines
+    assert lines[-1].endswith(": 4 errors") and outside.read_text() == "not in the store"
+
+
 def test_fsck_without_a_store(tmp_path):
     r = stack("fsck", "--models", str(tmp_path / "nope"))
     assert (r.returncode, r.stderr.strip()) == (
@@ -102,27 +129,88 @@ def test_fsck_without_a_store(tmp_path):
 
 
 def test_doctor_healthy_open_server(stack_server):
-    r = stack("doctor", "--host", stack_server.host_env)
+    r = stack("doctor", "--host", stack_server.host_env, "--min-free", "0")
     assert r.returncode == 0, r.stdout
     rows = [line.split(None, 2) for line in r.stdout.splitlines()]
     assert [row[:2] for row in rows] == [["CHECK", "STATUS"], ["reachable", "ok"], ["version", "ok"], ["auth", "warn"],
-                                         ["models", "ok"]]
+                                         ["models", "ok"], ["disk", rows[5][1]]]
     assert rows[4][2] == "0 models"
+    assert rows[5][1] in ("ok", "warn") and rows[5][2].endswith("for the model store" if rows[5][1] == "ok" else "free")
+
+
+def test_store_space_route_reports_the_stores_filesystem(tmp_path):
+    keys_file = tmp_path / "keys.json"
+    user = kf.add(keys_file, "ci", "user")
+    with start_server(tmp_path / "models", env={"CORRAL_KEYS_FILE": str(keys_file)}) as srv:
+        assert httpx.get(f"{srv.url}/api/corral/store").status_code == 401
+        r = httpx.get(f"{srv.url}/api/corral/store", headers={"Authorization": f"Bearer {user}"})
+        assert r.status_code == 200 and set(r.json()) == {"free_bytes", "total_bytes"}  # no path
+        usage = shutil.disk_usage(srv.models)
+        assert r.json()["total_bytes"] == usage.total
+        assert abs(r.json()["free_bytes"] - usage.free) < 256 << 20  # the same filesystem, give or take a write
+
+
+def test_doctor_fails_when_the_store_is_short_of_space(stack_server):
+    r = stack("doctor", "--host", stack_server.host_env, "--min-free", "1000000", "--format", "json")
+    assert r.returncode == 1, r.stdout
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert checks["disk"]["status"] == "fail"
+    assert checks["disk"]["detail"].endswith("less than 1000000.0 GiB, a pull or create may run out of room")
+    assert [checks[n]["status"] for n in ("reachable", "version", "models")] == ["ok"] * 3
+
+
+@pytest.mark.parametrize("free, total, status, detail", [
+    (5 << 30, 10 << 30, "ok", "5.0 GiB free of 10.0 GiB for the model store"),
+    (2 << 30, 100 << 30, "warn", "2.0 GiB free of 100.0 GiB for the model store: less than 10% free"),
+    ((1 << 30) - 1, 2 << 30, "fail",
+     "1.0 GiB free of 2.0 GiB for the model store: less than 1.0 GiB, a pull or create may run out of room"),
+    (0, 0, "fail", "0.0 GiB free of 0.0 GiB for the model store: less than 1.0 GiB, a pull or create may run out of room"),
+])
+def test_disk_check_thresholds(free, total, status, detail):
+    assert disk_check(free, total) == Check("disk", status, detail)
+
+
+def test_doctor_warns_when_a_server_does_not_report_its_disk(tmp_path):
+    """A real Ollama has no /api/corral/store: the check warns and doctor still passes."""
+
+    class OllamaLike(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = {"/": b"Ollama is running", "/api/version": b'{"version": "0.12.0"}',
+                    "/api/tags": b'{"models": []}'}.get(self.path)
+            self.send_response(200 if body else 404)
+            self.end_headers()
+            self.wfile.write(body or b"404 page not found")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OllamaLike)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        r = stack("doctor", "--host", f"127.0.0.1:{server.server_port}", "--format", "json")
+    finally:
+        server.shutdown()
+    assert r.returncode == 0, r.stdout
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert checks["disk"] == {"name": "disk", "status": "warn",
+                              "detail": "the server does not report its free space (not stack serve)"}
 
 
 def test_doctor_with_keys(tmp_path):
     keys_file = tmp_path / "keys.json"
     token = kf.add(keys_file, "ci", "user")
     with start_server(tmp_path / "models", env={"CORRAL_KEYS_FILE": str(keys_file)}) as srv:
-        ok = stack("doctor", "--host", srv.host_env, "--format", "json", env={"CORRAL_TOKEN": token})
+        ok = stack("doctor", "--host", srv.host_env, "--format", "json", "--min-free", "0", env={"CORRAL_TOKEN": token})
         assert ok.returncode == 0, ok.stdout
         report = json.loads(ok.stdout)
-        assert report["ok"] and [c["status"] for c in report["checks"]] == ["ok"] * 4
+        assert report["ok"] and [c["status"] for c in report["checks"]][:4] == ["ok"] * 4
+        assert report["checks"][4]["name"] == "disk" and report["checks"][4]["status"] in ("ok", "warn")
         assert report["checks"][2]["detail"] == "CORRAL_TOKEN accepted"
         missing = stack("doctor", "--host", srv.host_env, "--format", "json")
         checks = {c["name"]: c for c in json.loads(missing.stdout)["checks"]}
         assert missing.returncode == 1
         assert checks["auth"] == {"name": "auth", "status": "fail", "detail": "the server needs an API key: set CORRAL_TOKEN"}
+        assert checks["disk"] == {"name": "disk", "status": "skip", "detail": "needs a working API key"}
         wrong = stack("doctor", "--host", srv.host_env, "--format", "json", env={"CORRAL_TOKEN": "corral_nope"})
         checks = {c["name"]: c for c in json.loads(wrong.stdout)["checks"]}
         assert wrong.returncode == 1 and checks["auth"]["detail"] == "CORRAL_TOKEN refused: 401 unauthorized"
@@ -135,6 +223,8 @@ def test_doctor_fails_on_a_stopped_server():
     assert r.returncode == 1
     assert r.stdout.splitlines()[1].split(None, 2) == [
         "reachable", "fail", f"could not connect to http://127.0.0.1:{port}: is the server running?"]
+    assert [line.split()[:2] for line in r.stdout.splitlines()[2:]] == [
+        ["version", "skip"], ["auth", "skip"], ["models", "skip"], ["disk", "skip"]]
 
 
 def test_doctor_with_a_stack_file(tmp_path, tiny_gguf):
@@ -156,13 +246,23 @@ def test_doctor_with_a_stack_file(tmp_path, tiny_gguf):
 
         r = stack("apply", "-f", str(stack_file), "--auto-approve", env=env)
         assert r.returncode == 0, r.stdout + r.stderr
-        r = stack("doctor", "-f", str(stack_file), "--target", "team", env=env)
+        r = stack("doctor", "-f", str(stack_file), "--target", "team", "--min-free", "0", env=env)
         assert r.returncode == 0, r.stdout
         rows = [line.split(None, 3) for line in r.stdout.splitlines()]
         assert [row[1:3] for row in rows[1:]] == [["reachable", "ok"], ["version", "ok"], ["auth", "ok"],
-                                                  ["models", "ok"], ["model", "tiny:latest"], ["run", "tiny:latest"]]
-        assert r.stdout.splitlines()[5].split()[:4] == ["team", "model", "tiny:latest", "ok"]
-        assert r.stdout.splitlines()[6].split()[:5] == ["team", "run", "tiny:latest", "ok", "generated"]
+                                                  ["models", "ok"], ["disk", rows[5][2]], ["model", "tiny:latest"],
+                                                  ["run", "tiny:latest"]]
+        assert r.stdout.splitlines()[6].split()[:4] == ["team", "model", "tiny:latest", "ok"]
+        assert r.stdout.splitlines()[7].split()[:5] == ["team", "run", "tiny:latest", "ok", "generated"]
 
         r = stack("doctor", "-f", str(stack_file), env={"DOC_TOKEN": "corral_wrong"})
         assert r.returncode == 1 and "the token of target team refused: 401 unauthorized" in r.stdout
+
+        # the server's model is no longer the one declared (another digest): doctor fails on it
+        (tmp_path / "Modelfile").write_text(f"FROM {tiny_gguf}\nSYSTEM a newer prompt\n")
+        stack_file.write_text(stack_file.read_text().replace(f"from: {tiny_gguf}", "modelfile: Modelfile"))
+        r = stack("doctor", "-f", str(stack_file), "--min-free", "0", "--format", "json", env=env)
+        assert r.stdout, r.stderr
+        checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+        assert r.returncode == 1 and checks["model tiny:latest"]["status"] == "fail", r.stdout
+        assert checks["model tiny:latest"]["detail"].startswith("update: ")

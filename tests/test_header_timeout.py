@@ -3,12 +3,13 @@
 uvicorn has none of its own; with `CORRAL_HEADER_TIMEOUT=1` a client that stalls in its request
 head, or trickles it a byte at a time, gets 408 and a closed connection, on a fresh connection and
 on a kept-alive one, while other clients are served; a client that sent its head in time may send
-its body slowly.
+its body slowly. With `CORRAL_IDLE_TIMEOUT=1` an idle kept-alive connection is closed after a second.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 
 import httpx
 import pytest
@@ -93,6 +94,24 @@ def test_a_slow_body_after_a_timely_head_is_not_cut(srv):
         s.sendall(body)
         reply = read_all(s)
     assert reply.startswith(b"HTTP/1.1 404") and b"not found" in reply
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(tmp_path):
+    """`CORRAL_IDLE_TIMEOUT=1` (uvicorn's default would be 5 s): a connection left idle after an
+    answer is closed, silently, about a second later."""
+    with start_server(tmp_path / "m", env={"CORRAL_IDLE_TIMEOUT": "1", "CORRAL_HEADER_TIMEOUT": "30"}) as idle:
+        with connect(idle) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            first = b""
+            while not first.endswith(b"Ollama is running"):
+                chunk = s.recv(65536)
+                assert chunk, "closed before the answer"
+                first += chunk
+            answered = time.monotonic()
+            rest = read_all(s)
+            idle_for = time.monotonic() - answered
+        assert rest == b"" and 0.5 < idle_for < 4, idle_for  # closed without a word, well before 5 s
+        assert httpx.get(f"{idle.url}/").text == "Ollama is running"
 
 
 def test_the_setting():

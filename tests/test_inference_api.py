@@ -19,7 +19,7 @@ from tests.support.inference_app import create_model, make_app
 def served(tmp_path_factory, tiny_gguf):
     root = tmp_path_factory.mktemp("models")
     app = make_app(root, OLLAMA_NUM_PARALLEL="2", OLLAMA_CONTEXT_LENGTH="256")
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         create_model(client, "tiny", tiny_gguf)
         create_model(client, "tiny-params", tiny_gguf, parameters={"num_ctx": 128, "temperature": 0, "num_predict": 3})
         yield client, app
@@ -231,7 +231,7 @@ def embedder(tmp_path_factory):
 
     gguf = write_tiny_llama(tmp_path_factory.mktemp("gguf") / "embed.gguf", pooling_type=PoolingType.MEAN)
     app = make_app(tmp_path_factory.mktemp("models"), OLLAMA_NUM_PARALLEL="4")
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         create_model(client, "tiny-embed", gguf)
         yield client
 
@@ -249,7 +249,7 @@ def test_embedding_models_embed_but_do_not_generate(embedder):
 
 def test_load_timeout_is_a_500_naming_it(tmp_path, tiny_gguf):
     app = make_app(tmp_path / "models", OLLAMA_LOAD_TIMEOUT="1ms")  # no process starts that fast
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         create_model(client, "tiny", tiny_gguf)
         resp = client.post("/api/generate", json={"model": "tiny", "prompt": "hi"})
         assert resp.status_code == 500 and "timed out" in resp.json()["error"]

@@ -25,7 +25,7 @@ def client(tmp_path_factory, tiny_gguf):
     root = tmp_path_factory.mktemp("models")
     jinja_gguf = write_tiny_llama(tmp_path_factory.mktemp("gguf") / "jinja.gguf", chat_template=JINJA)
     app = make_app(root, OLLAMA_NUM_PARALLEL="1", OLLAMA_CONTEXT_LENGTH="512", OLLAMA_MAX_LOADED_MODELS="1")
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         create_model(c, "plain", tiny_gguf)
         create_model(c, "go", tiny_gguf, template=GO_TEMPLATE, system="be brief")
         create_model(c, "msgs", tiny_gguf, template=MESSAGES_TEMPLATE, system="sys",

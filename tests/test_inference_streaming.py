@@ -62,7 +62,7 @@ async def agg_error():
     return await aggregate_response(producer("agg-error", [{"a": 1}], 1, RuntimeError("boom")), merge_generate)
 
 
-client = TestClient(app)
+client = TestClient(app, base_url="http://localhost")
 
 
 def lines(resp):

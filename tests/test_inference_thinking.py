@@ -33,7 +33,7 @@ USER = [{"role": "user", "content": "hi"}]
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, tiny_gguf):
     app = make_app(tmp_path_factory.mktemp("models"), OLLAMA_NUM_PARALLEL="2", OLLAMA_CONTEXT_LENGTH="256")
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         create_model(c, "tiny", tiny_gguf, template=PLAIN)
         create_model(c, "thinker", tiny_gguf, template=THINKER)
         chain = write_tiny_llama(tmp_path_factory.mktemp("gguf") / "chain.gguf", chain=THINKING_CHAIN)

@@ -4,7 +4,8 @@ A pull from one server into another counts one successful pull and the model's b
 `pulled` on the puller and `served` on the server it pulled from; a pull of blobs already
 present moves no bytes; a failed pull counts as an error; a push counts `pushed` on the pusher
 and `received` on the registry. Two generations that never end by themselves hold both slots
-of the model (`corral_model_busy_slots` = 2), and the slots are free again once the clients leave.
+of the model (`corral_model_busy_slots` = 2), a third waits in the model's queue
+(`corral_model_queue_depth` = 1), and the slots are free again once the clients leave.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def test_busy_slots_follow_parallel_generations(tmp_path, tiny_gguf):
         label = 'model="tiny:latest"'
         body = {"model": "tiny", "prompt": "hello", "raw": True, "format": NEVER_DONE,
                 "options": {"num_predict": -1, "temperature": 0}}
-        started = [threading.Event(), threading.Event()]
+        started = [threading.Event(), threading.Event(), threading.Event()]
         leave = threading.Event()
 
         def generate(i: int) -> None:
@@ -105,19 +106,25 @@ def test_busy_slots_follow_parallel_generations(tmp_path, tiny_gguf):
                 started[i].set()
                 leave.wait(60)  # then leave mid-stream: only a disconnect ends such a generation
 
-        threads = [threading.Thread(target=generate, args=(i,)) for i in range(2)]
-        for t in threads:
+        threads = [threading.Thread(target=generate, args=(i,)) for i in range(3)]
+        for t in threads[:2]:
             t.start()
         try:
-            for e in started:
+            for e in started[:2]:
                 assert e.wait(120), "a generation never started"
             assert metric(srv, "corral_model_busy_slots", label) == 2
             assert metric(srv, "corral_model_parallel_slots", label) == 2
+            threads[2].start()  # a third waits for a slot: the model's queue
+            until(lambda: metric(srv, "corral_model_queue_depth", label) == 1, "the third request queued")
+            assert metric(srv, "corral_queue_depth") == 1 and not started[2].is_set()
         finally:
             leave.set()
             for t in threads:
-                t.join(60)
+                if t.ident:  # started
+                    t.join(60)
+        assert started[2].is_set()  # it got a slot once the others left
         until(lambda: metric(srv, "corral_model_busy_slots", label) == 0, "the slots freed")
+        assert metric(srv, "corral_model_queue_depth", label) == 0 and metric(srv, "corral_queue_depth") == 0
 
 
 @pytest.fixture(autouse=True)

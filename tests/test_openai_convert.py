@@ -538,9 +538,10 @@ def test_ids_look_like_openai_ids():
 # -- errors ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status,kind", [(400, "invalid_request_error"), (401, "authentication_error"),
+@pytest.mark.parametrize("status,kind", [(400, "invalid_request_error"), (401, "invalid_request_error"),
                                          (403, "permission_error"), (404, "not_found_error"),
-                                         (409, "conflict_error"), (422, "invalid_request_error"),
+                                         (409, "conflict_error"), (413, "invalid_request_error"),
+                                         (422, "invalid_request_error"),
                                          (429, "rate_limit_error"), (500, "api_error"), (503, "api_error")])
 def test_error_body_shape(status, kind):
     assert error_body("boom", status, param="p") == {"error": {"message": "boom", "type": kind, "param": "p",

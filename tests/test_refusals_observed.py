@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from server.http_protocol import TIMEOUT_RESPONSE, TOO_LARGE_RESPONSE
+from server.http_protocol import INVALID_RESPONSE, TIMEOUT_RESPONSE, TOO_LARGE_RESPONSE
 from tests.support.server import start_server
 
 
@@ -80,6 +80,20 @@ def served_promptly(srv) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.parametrize("response, status, message", [
+    (TIMEOUT_RESPONSE, b"408 Request Timeout", "request header timeout"),
+    (TOO_LARGE_RESPONSE, b"431 Request Header Fields Too Large", "request header fields too large"),
+    (INVALID_RESPONSE, b"400 Bad Request", "invalid HTTP request"),
+])
+def test_the_protocols_refusals_are_in_ollamas_error_shape(response, status, message):
+    head, _, body = response.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 " + status
+    assert set(lines[1:]) == {b"content-type: application/json; charset=utf-8", b"connection: close",
+                              b"content-length: %d" % len(body)}
+    assert json.loads(body) == {"error": message}
+
+
 def test_header_timeout_408_is_counted_and_logged(srv):
     assert exchange(srv, b"POST /api/create HTTP/1.1\r\nHost: local") == TIMEOUT_RESPONSE
     until(lambda: counted(srv, "POST", "unmatched", 408) == 1, "the 408 counted")
@@ -106,7 +120,7 @@ def test_oversized_head_431_is_counted_and_logged(srv):
 
 def test_unparsable_head_400_is_counted_and_logged(srv):
     reply = exchange(srv, b"POST /api/show HTTP/1.1\r\nHost: localhost\r\nno colon in this header\r\n\r\n")
-    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n") and reply.endswith(b"Invalid HTTP request received.")
+    assert reply == INVALID_RESPONSE
     until(lambda: counted(srv, "POST", "unmatched", 400) == 1, "the 400 counted")
     until(lambda: logged(srv, 400), "the 400 logged")
     assert logged(srv, 400)[-1]["error"] == "invalid HTTP request"

@@ -103,6 +103,29 @@ def test_slots_limit_concurrency_and_waiters_count_against_the_queue():
     run(main())
 
 
+def test_queued_requests_are_counted_by_model():
+    async def main():
+        s, st = make(max_queue=10)
+        a = await s.acquire(spec("/m/a", parallel=1), ref("a:latest"))
+        b = await s.acquire(spec("/m/b", parallel=1), ref("b:latest"))
+        waiters = [asyncio.create_task(s.acquire(spec(p, parallel=1), ref(n)))
+                   for p, n in (("/m/a", "a:latest"), ("/m/a", "a:latest"), ("/m/b", "b:latest"))]
+        await asyncio.sleep(0)
+        assert s.pending == 3 and s.queued() == [("a:latest", 2), ("b:latest", 1)]
+        waiters[2].cancel()  # a client that leaves gives back its place in its model's queue
+        with pytest.raises(asyncio.CancelledError):
+            await waiters[2]
+        assert s.queued() == [("a:latest", 2)]
+        a.release()
+        (await waiters[0]).release()
+        (await waiters[1]).release()
+        assert s.pending == 0 and s.queued() == []
+        b.release()
+        await s.close()
+
+    run(main())
+
+
 def test_lru_idle_model_is_evicted_at_max_loaded_models():
     async def main():
         s, st = make(max_loaded_models=2)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ import ollama
 import openai
 import pytest
 
+from tests.adversarial.conftest import tree
 from tests.support.server import REPO_ROOT, ServerProcess, free_port, start_server
 from toolchain import keys as kf
 
@@ -103,6 +106,67 @@ def test_management_refuses_a_user_key(keyed, method, path, body):
         assert r.json() == forbidden("alice")
     r = keyed.request(method, path, None, json=body)
     assert r.status_code == 401
+
+
+def _app_routes(routes, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(method, path template) of every route of a FastAPI app, included routers too."""
+    for route in routes:
+        if hasattr(route, "original_router"):  # FastAPI >= 0.165 keeps included routers whole
+            yield from _app_routes(route.original_router.routes, prefix + route.include_context.prefix)
+        for method in sorted(getattr(route, "methods", None) or ()):
+            yield method, prefix + route.path
+
+
+#: Every route a `user` key may call, as issue #10 lists them (inference and reads); all else is admin.
+USER_ROUTES = {
+    ("POST", "/api/generate"), ("POST", "/api/chat"), ("POST", "/api/embed"), ("POST", "/api/embeddings"),
+    ("POST", "/api/show"), ("GET", "/api/tags"), ("HEAD", "/api/tags"), ("GET", "/api/ps"),
+    ("GET", "/api/version"), ("HEAD", "/api/version"), ("GET", "/metrics"), ("HEAD", "/metrics"),
+    ("GET", "/api/corral/store"), ("HEAD", "/api/corral/store"),
+    ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"),
+    ("GET", "/v1/models"), ("GET", "/v1/models/{model:path}"),
+    ("GET", "/v2/"), ("GET", "/v2"), ("GET", "/v2/{namespace}/{model}/manifests/{reference}"),
+    ("HEAD", "/v2/{namespace}/{model}/manifests/{reference}"), ("GET", "/v2/{namespace}/{model}/blobs/{digest}"),
+    ("HEAD", "/v2/{namespace}/{model}/blobs/{digest}"),
+}
+
+
+def test_every_management_route_of_the_app_refuses_a_user_key(keyed, tmp_path):
+    """Walk the app's own route table (not a list kept by hand): the routes a user key may call are
+    exactly the inference and read routes; every other one answers 403 to a user key and 401 without."""
+    from server.app import create_app
+    from server.auth import required_scope
+    from server.config import Config
+
+    app = create_app(Config.from_env({}, models=tmp_path / "m", keys_file=tmp_path / "none.json"))
+    routes = set(_app_routes(app.routes))
+    scopes = {(m, p): required_scope(m, re.sub(r"\{digest\}", DIGEST0, re.sub(r"\{(?!digest)[^}]+\}", "x", p)))
+              for m, p in routes}
+    assert {r for r, scope in scopes.items() if scope == "user"} == USER_ROUTES
+    assert {r for r, scope in scopes.items() if scope == "public"} == {("GET", "/"), ("HEAD", "/")}
+    admin = sorted(r for r, scope in scopes.items() if scope == "admin")
+    assert admin == sorted([  # the management routes of the issue: create, blobs, copy, delete, pull, push,
+        ("POST", "/api/create"), ("HEAD", "/api/blobs/{digest}"), ("POST", "/api/blobs/{digest}"),  # registry
+        ("POST", "/api/copy"), ("DELETE", "/api/delete"), ("POST", "/api/pull"), ("POST", "/api/push"),  # writes,
+        ("POST", "/v2/{namespace}/{model}/blobs/uploads/"),  # the apply lock
+        *((m, "/v2/{namespace}/{model}/blobs/uploads/{session}") for m in ("GET", "PATCH", "PUT", "DELETE")),
+        ("PUT", "/v2/{namespace}/{model}/manifests/{reference}"),
+        ("GET", "/api/corral/lock"), ("POST", "/api/corral/lock"),
+        ("PUT", "/api/corral/lock/{lease_id}"), ("DELETE", "/api/corral/lock/{lease_id}"),
+    ])
+    base = keyed.keys_file.parent  # the keys file and the store: refusals change nothing in either
+    before = tree(base, base / "nothing")
+    for method, template in admin:
+        path = re.sub(r"\{digest\}", DIGEST0, re.sub(r"\{(?!digest)[^}]+\}", "x", template))
+        r = keyed.request(method, path, keyed.user, json={} if method in ("POST", "PUT", "PATCH", "DELETE") else None)
+        assert r.status_code == 403, (method, template, r.status_code)
+        if method != "HEAD" and not path.startswith("/v2"):
+            assert r.json() == forbidden("alice"), (method, template)
+        r = keyed.request(method, path, None)
+        assert r.status_code == 401, (method, template, r.status_code)
+        assert tree(base, base / "nothing") == before, (method, template)
+        started = time.monotonic()
+        assert keyed.get("/").text == "Ollama is running" and time.monotonic() - started < 1.0
 
 
 def test_registry_writes_refuse_a_user_key_in_oci_shape(keyed):
@@ -229,10 +293,11 @@ def test_metrics_count_requests(keyed):
 def test_host_check_on_loopback(tmp_path):
     with start_server(tmp_path / "models", env={"CORRAL_ALLOWED_HOSTS": "team.example"}) as srv:
         for host in ("localhost", f"localhost:{srv.port}", "127.0.0.1", "[::1]:1", "a.localhost", "team.example:1",
-                     "corral_servers", "my-laptop:11434"):
+                     f"{socket.gethostname()}:11434"):
             r = httpx.get(srv.url + "/api/tags", headers={"Host": host})
             assert r.status_code == 200, host
-        for host in ("evil.example", f"evil.example:{srv.port}", "localhost.evil.example", "10.0.0.1"):
+        for host in ("evil.example", f"evil.example:{srv.port}", "localhost.evil.example", "10.0.0.1",
+                     "corral_servers", "not-this-machine:11434"):
             r = httpx.get(srv.url + "/", headers={"Host": host})
             name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
             assert r.status_code == 403, host

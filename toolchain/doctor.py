@@ -7,6 +7,9 @@ knowing) or `fail`; checks that need an earlier one are `skip`ped when it failed
     version        GET /api/version (with the token, if any)
     auth           whether the server needs a key, and whether the token is accepted
     models         GET /api/tags lists the models (how many)
+    disk           free space of the store's filesystem (`GET /api/corral/store`): fail under
+                   `min_free` bytes, warn under 10% free; warn when the server does not say
+                   (a real Ollama has no such route)
 
 With a stack file (`stack_checks`), for every target it declares (token from the variable the
 target names), and then for every model of the stack:
@@ -24,6 +27,13 @@ from typing import Any, Sequence
 
 from toolchain.client import Client
 from toolchain.errors import APIError, ConnectError
+
+
+#: Default floor of free bytes for the store's filesystem (`stack doctor --min-free`, in GiB there).
+MIN_FREE_BYTES = 1 << 30
+#: Below this fraction of the filesystem free, the disk check warns.
+LOW_FREE_FRACTION = 0.10
+SERVER_CHECKS = ("reachable", "version", "auth", "models", "disk")
 
 
 @dataclass(frozen=True)
@@ -44,8 +54,34 @@ class Check:
         return out
 
 
+def gib(n: float) -> str:
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+def disk_check(free: int, total: int, min_free: int = MIN_FREE_BYTES) -> Check:
+    """The verdict on the store's filesystem from its free and total bytes."""
+    detail = f"{gib(free)} free of {gib(total)} for the model store"
+    if free < min_free:
+        return Check("disk", "fail", f"{detail}: less than {gib(min_free)}, a pull or create may run out of room")
+    if total and free < total * LOW_FREE_FRACTION:
+        return Check("disk", "warn", f"{detail}: less than {LOW_FREE_FRACTION:.0%} free")
+    return Check("disk", "ok", detail)
+
+
+def _disk(client: Client, min_free: int) -> Check:
+    try:
+        space = client.json("GET", "/api/corral/store")
+    except APIError as exc:
+        if exc.status == 404:
+            return Check("disk", "warn", "the server does not report its free space (not stack serve)")
+        return Check("disk", "fail", f"GET /api/corral/store: {exc.status} {exc.message}")
+    except ConnectError as exc:
+        return Check("disk", "fail", str(exc))
+    return disk_check(int(space["free_bytes"]), int(space["total_bytes"]), min_free)
+
+
 def run_checks(host: str | None = None, *, timeout: float = 10.0, token: str | None = None,
-               token_source: str = "CORRAL_TOKEN") -> list[Check]:
+               token_source: str = "CORRAL_TOKEN", min_free: int = MIN_FREE_BYTES) -> list[Check]:
     token = token if token is not None else os.environ.get("CORRAL_TOKEN") or ""
     checks: list[Check] = []
     with Client(host, token="", timeout=timeout) as anonymous, Client(host, token=token, timeout=timeout) as client:
@@ -53,7 +89,7 @@ def run_checks(host: str | None = None, *, timeout: float = 10.0, token: str | N
             text = anonymous.request("GET", "/").text.strip()
         except (ConnectError, APIError) as exc:
             checks.append(Check("reachable", "fail", str(exc)))
-            return checks + [Check(n, "skip", "server not reachable") for n in ("version", "auth", "models")]
+            return checks + [Check(n, "skip", "server not reachable") for n in SERVER_CHECKS[1:]]
         checks.append(Check("reachable", "ok", f"{anonymous.url}: {text[:60]}"))
 
         try:
@@ -83,18 +119,19 @@ def run_checks(host: str | None = None, *, timeout: float = 10.0, token: str | N
                 checks.append(Check("auth", "fail", f"{token_source} refused: {exc.status} {exc.message}"))
 
         if checks[-1].status == "fail":
-            checks.append(Check("models", "skip", "needs a working API key"))
-            return checks
+            return checks + [Check(n, "skip", "needs a working API key") for n in ("models", "disk")]
         try:
             models = client.tags()
             names = ", ".join(m.get("name", "?") for m in models[:5]) + (", ..." if len(models) > 5 else "")
             checks.append(Check("models", "ok", f"{len(models)} models" + (f": {names}" if models else "")))
         except (APIError, ConnectError) as exc:
             checks.append(Check("models", "fail", str(exc)))
+        checks.append(_disk(client, min_free))
     return checks
 
 
-def stack_checks(loaded: Any, only: Sequence[str] = (), *, timeout: float = 60.0) -> list[Check]:
+def stack_checks(loaded: Any, only: Sequence[str] = (), *, timeout: float = 60.0,
+                 min_free: int = MIN_FREE_BYTES) -> list[Check]:
     """The server checks, then the declared models' presence and a short run, for every target."""
     from dataclasses import replace
 
@@ -105,9 +142,10 @@ def stack_checks(loaded: Any, only: Sequence[str] = (), *, timeout: float = 60.0
     checks: list[Check] = []
     for target in targets(loaded, only):
         server = [replace(c, target=target.name) for c in run_checks(
-            target.url, timeout=timeout, token=target.token or "", token_source=f"the token of target {target.name}")]
+            target.url, timeout=timeout, token=target.token or "", token_source=f"the token of target {target.name}",
+            min_free=min_free)]
         checks += server
-        if any(c.status == "fail" for c in server):
+        if any(c.status == "fail" and c.name != "disk" for c in server):  # a full disk still serves
             checks += [Check(f"model {d.state.name}", "skip", "server check failed", target.name) for d in desired.values()]
             continue
         with target.client(timeout=timeout) as client:

@@ -5,7 +5,9 @@ AuthenticationError, 403 PermissionDeniedError, 404 NotFoundError, 409 ConflictE
 UnprocessableEntityError, 429 RateLimitError, >= 500 InternalServerError), so the status is what
 matters; `type` follows Ollama's OpenAI layer for the statuses Ollama uses (400
 invalid_request_error, 404 not_found_error, everything else api_error) and OpenAI's own names for
-the ones Ollama never sends.
+the ones Ollama never sends (a bad API key is OpenAI's 401 invalid_request_error, code
+invalid_api_key). The one table for every `/v1/*` error, the middlewares' included
+(`server.asgi_errors`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ JSON = "application/json; charset=utf-8"
 
 _TYPES = {
     400: "invalid_request_error",
-    401: "authentication_error",
+    401: "invalid_request_error",
     403: "permission_error",
     404: "not_found_error",
     409: "conflict_error",
+    413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
 }

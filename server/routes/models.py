@@ -1,4 +1,5 @@
-"""Model-management routes: blobs, create, tags, show, copy, delete (Ollama's handlers).
+"""Model-management routes: blobs, create, tags, show, copy, delete (Ollama's handlers), and the
+store's free space (`/api/corral/store`).
 
 Thin: parse the request (`server.api_types`), call the store, shape the response. Errors are
 `server.errors` exceptions, turned into `{"error": ...}` bodies by `server.app`.
@@ -174,6 +175,14 @@ def tags(request: Request) -> Response:
         )
     models.sort(key=lambda item: item[0], reverse=True)
     return JSONResponse({"models": [_list_item(m) for _, m in models]})
+
+
+@router.api_route("/api/corral/store", methods=["GET", "HEAD"])
+def store_space(request: Request) -> Response:
+    """How full the store's filesystem is, for `stack doctor` (a Corral route: Ollama has none).
+    Bytes only, never the path: a key holder learns how much room is left, not where."""
+    free, total = _store(request).disk_space()
+    return JSONResponse({"free_bytes": free, "total_bytes": total})
 
 
 def _list_item(m: ListModelResponse) -> dict[str, Any]:

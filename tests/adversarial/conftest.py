@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +25,8 @@ import pytest
 from tests.support.server import ServerProcess, start_server
 
 BLOB_LIMIT = 8 << 20  # CORRAL_MAX_BLOB_BYTES of the hostile server
+PARALLEL = 2  # OLLAMA_NUM_PARALLEL: slots per model
+QUEUE = 2  # OLLAMA_MAX_QUEUE: requests that may wait for one
 SECRET = b"canary: if this text appears in an answer or this file changes, a hostile input got out\n"
 
 
@@ -75,8 +78,11 @@ class Hostile:
     def check_intact(self) -> None:
         assert self.canary.read_bytes() == SECRET
         assert tree(self.root, self.server.models) == self.before, "something outside the store changed"
+        started = time.monotonic()
         r = httpx.get(self.url + "/", timeout=1.0)  # still answering, promptly
+        took = time.monotonic() - started  # httpx's timeout bounds each phase, not the whole request
         assert (r.status_code, r.text) == (200, "Ollama is running")
+        assert took < 1.0, f"GET / took {took:.2f} s"
         assert self.server.proc.poll() is None
 
 
@@ -86,5 +92,6 @@ def hostile(tmp_path_factory) -> Iterator[Hostile]:
     (root / "canary" / "dir").mkdir(parents=True)
     canary = root / "canary" / "secret.txt"
     canary.write_bytes(SECRET)
-    with start_server(root / "models", env={"CORRAL_MAX_BLOB_BYTES": str(BLOB_LIMIT)}) as srv:
+    env = {"CORRAL_MAX_BLOB_BYTES": str(BLOB_LIMIT), "OLLAMA_NUM_PARALLEL": str(PARALLEL), "OLLAMA_MAX_QUEUE": str(QUEUE)}
+    with start_server(root / "models", env=env) as srv:
         yield Hostile(srv, root, canary, tree(root, srv.models))

@@ -21,7 +21,8 @@ import pytest
 
 from server.http_protocol import TOO_LARGE_RESPONSE
 from tests.adversarial.cases import CASES, Case
-from tests.adversarial.conftest import SECRET, Hostile, tree
+from tests.adversarial.conftest import PARALLEL, QUEUE, SECRET, Hostile, tree
+from tests.support.formats import NEVER_DONE
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +231,10 @@ def test_slow_clients_do_not_block_others(ready: Hostile):
 
 ESCAPES = {"error": "path escapes the model store"}
 NOT_REGULAR = {"error": "path is not a regular file in the model store"}
+# the same refusals on the registry's routes, in its shape
+V2_ESCAPES = {"errors": [{"code": "UNSUPPORTED", "message": "path escapes the model store", "detail": None}]}
+V2_NOT_REGULAR = {"errors": [{"code": "UNSUPPORTED", "message": "path is not a regular file in the model store",
+                             "detail": None}]}
 LIB = "manifests/registry.ollama.ai/library"
 SELF = "manifests/127.0.0.1:{port}"
 SECRET_HEX = hashlib.sha256(SECRET).hexdigest()
@@ -255,7 +260,7 @@ PLANTED = [
     ("manifest-link-push-out", {f"{SELF}/library/planted/latest": ("link", "{outside}")}, "POST", "/api/push",
      _pull("127.0.0.1:{port}/library/planted"), 400, ESCAPES),
     ("manifest-link-served-by-v2", {f"{LIB}/planted/latest": ("link", "{outside}")}, "GET",
-     "/v2/library/planted/manifests/latest", None, 400, ESCAPES),
+     "/v2/library/planted/manifests/latest", None, 400, V2_ESCAPES),
     ("manifest-link-generate", {f"{LIB}/planted/latest": ("link", "{outside}")}, "POST", "/api/generate",
      {"model": "planted", "prompt": "x"}, 400, ESCAPES),
     ("manifest-link-copy-from", {f"{LIB}/planted/latest": ("link", "{outside}")}, "POST", "/api/copy",
@@ -265,7 +270,7 @@ PLANTED = [
     ("blob-link-create-from", {f"blobs/sha256-{SECRET_HEX}": ("link", "{canary}")}, "POST", "/api/create",
      {"model": "stolen", "files": {"m.gguf": f"sha256:{SECRET_HEX}"}}, 400, ESCAPES),
     ("blob-link-served-by-v2", {f"blobs/sha256-{SECRET_HEX}": ("link", "{canary}")}, "GET",
-     f"/v2/library/base/blobs/sha256:{SECRET_HEX}", None, 400, ESCAPES),
+     f"/v2/library/base/blobs/sha256:{SECRET_HEX}", None, 400, V2_ESCAPES),
     ("blob-link-upload-onto", {f"blobs/sha256-{SECRET_HEX}": ("link", "{canary}")}, "POST",
      f"/api/blobs/sha256:{SECRET_HEX}", SECRET, 400, ESCAPES),
     ("blob-device-link-create-from", {f"blobs/sha256-{ZERO_HEX}": ("link", "/dev/zero")}, "POST", "/api/create",
@@ -274,14 +279,14 @@ PLANTED = [
      {"model": "fifo", "files": {"m.gguf": f"sha256:{FIFO_HEX}"}}, 400, NOT_REGULAR),
     ("blob-fifo-head", {f"blobs/sha256-{FIFO_HEX}": "fifo"}, "HEAD", f"/api/blobs/sha256:{FIFO_HEX}", None, 400, ""),
     ("blob-fifo-served-by-v2", {f"blobs/sha256-{FIFO_HEX}": "fifo"}, "GET",
-     f"/v2/library/base/blobs/sha256:{FIFO_HEX}", None, 400, NOT_REGULAR),
+     f"/v2/library/base/blobs/sha256:{FIFO_HEX}", None, 400, V2_NOT_REGULAR),
     ("blob-dir-upload-onto", {f"blobs/sha256-{DIR_HEX}": "dir"}, "POST", f"/api/blobs/sha256:{DIR_HEX}",
      b"a directory", 400, NOT_REGULAR),
     ("manifest-fifo-show", {f"{LIB}/fifo/latest": "fifo"}, "POST", "/api/show", {"model": "fifo"}, 400, NOT_REGULAR),
     ("manifest-fifo-delete", {f"{LIB}/fifo/latest": "fifo"}, "DELETE", "/api/delete", {"model": "fifo"}, 400,
      NOT_REGULAR),
     ("manifest-fifo-served-by-v2", {f"{LIB}/fifo/latest": "fifo"}, "GET", "/v2/library/fifo/manifests/latest",
-     None, 400, NOT_REGULAR),
+     None, 400, V2_NOT_REGULAR),
     ("manifest-fifo-copy-onto", {f"{LIB}/fifo/latest": "fifo"}, "POST", "/api/copy",
      {"source": "base", "destination": "fifo"}, 400, NOT_REGULAR),
     ("manifest-dir-copy-onto", {f"{LIB}/dirm/latest": "dir"}, "POST", "/api/copy",
@@ -363,8 +368,6 @@ def test_a_slow_reader_holds_only_its_own_slot(ready: Hostile):
     server waits on it (memory does not grow with the tokens it would send), while everyone else
     is served, the same model included. When it reads, its stream goes on; when it leaves, its slot
     is freed."""
-    from tests.support.formats import NEVER_DONE
-
     body = json.dumps({"model": "base", "prompt": "x", "raw": True, "format": NEVER_DONE,
                        "options": {"num_predict": -1, "temperature": 0}}).encode()
     s = socket.socket()
@@ -383,6 +386,51 @@ def test_a_slow_reader_holds_only_its_own_slot(ready: Hostile):
     finally:
         s.close()
     _until(lambda: _busy_slots(ready) == 0, "the slot freed once the slow reader left")
+    ready.check_intact()
+
+
+def _queued(h: Hostile) -> float:
+    for line in httpx.get(f"{h.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith('corral_model_queue_depth{model="base:latest"} '):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_queue_over_its_limit_is_503_and_the_server_keeps_serving(ready: Hostile):
+    """Endless generations fill the model's slots, more wait in its queue up to OLLAMA_MAX_QUEUE,
+    and the next one is refused at once with Ollama's 503; when the clients leave, everything is
+    freed and the server is as before."""
+    body = {"model": "base", "prompt": "x", "raw": True, "format": NEVER_DONE,
+            "options": {"num_predict": -1, "temperature": 0}}
+    streaming = threading.Semaphore(0)
+    leave = threading.Event()
+
+    def endless() -> None:
+        with httpx.stream("POST", f"{ready.url}/api/generate", json=body, timeout=120) as r:
+            lines = r.iter_lines()  # kept: a dropped iterator closes the stream
+            assert r.status_code == 200 and json.loads(next(lines))["done"] is False
+            streaming.release()
+            leave.wait(120)  # then hang up mid-stream
+
+    threads = [threading.Thread(target=endless, daemon=True) for _ in range(PARALLEL + QUEUE)]
+    try:
+        for t in threads[:PARALLEL]:
+            t.start()
+        for _ in range(PARALLEL):
+            assert streaming.acquire(timeout=60), "a generation never started"
+        for t in threads[PARALLEL:]:
+            t.start()
+        _until(lambda: _queued(ready) == QUEUE, "the queue filled")
+        r = httpx.post(f"{ready.url}/api/generate", json={**body, "stream": False}, timeout=30)
+        assert (r.status_code, r.json()) == (503, {"error": "server busy, please try again.  maximum pending "
+                                                            "requests exceeded"})
+        ready.check_intact()
+    finally:
+        leave.set()
+        for t in threads:
+            if t.ident:
+                t.join(120)
+    _until(lambda: _busy_slots(ready) == 0 and _queued(ready) == 0, "slots and queue freed")
     ready.check_intact()
 
 
@@ -426,8 +474,8 @@ ROUTES = [("GET", "/api/tags", None, 200), ("DELETE", "/api/delete", {"model": "
 
 @pytest.mark.parametrize("host", list(HOSTS))
 def test_host_and_origin_matrix(ready: Hostile, host):
-    """Every Host × Origin pair on a read and two management routes: a foreign Origin is 403 with
-    an empty body (the CORS layer, outermost); then a Host that is not this machine's is 403 naming
+    """Every Host × Origin pair on a read and two management routes: a foreign Origin is 403 naming
+    it (the CORS layer, outermost); then a Host that is not this machine's is 403 naming
     it; only a loopback Host with an allowed Origin or none reaches the route."""
     name = host.format(port=ready.server.port)
     for origin, origin_ok in ORIGINS.items():
@@ -436,7 +484,9 @@ def test_host_and_origin_matrix(ready: Hostile, host):
             got, raw = ready.raw(method, path, json.dumps(body).encode() if body else None, headers)
             where = (name, origin, method, path)
             if not origin_ok:  # the CORS layer is outermost: refused before the Host is looked at
-                assert (got, raw) == (403, b""), where
+                assert (got, json.loads(raw)) == (403, {"error": f"forbidden: origin {json.dumps(origin)} is not allowed "
+                                                    "(a browser page may call this server only from an origin listed "
+                                                    "in OLLAMA_ORIGINS)"}), where
             elif not HOSTS[host]:
                 shown = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
                 assert (got, json.loads(raw)) == (403, {"error": f'forbidden: host "{shown}" is not allowed (a loopback '

@@ -1,4 +1,4 @@
-"""Operations commands: `stack fsck` (a model store on disk) and `stack doctor` (a running server)."""
+"""Operations commands: `stack fsck` (a model store on disk) and `stack doctor` (running servers)."""
 
 from __future__ import annotations
 
@@ -46,9 +46,11 @@ def doctor(
     target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Only this target of the stack (repeatable)."),
     host: Optional[str] = typer.Option(None, "--host", help="Server, without a stack file (default $OLLAMA_HOST)."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for each answer."),
+    min_free: float = typer.Option(1.0, "--min-free", help="GiB the store's filesystem must have free."),
     format: str = typer.Option("text", "--format", help="text or json."),
 ) -> None:
-    """Check servers: reachable, version, whether a key is needed and the token accepted, the models.
+    """Check servers: reachable, version, whether a key is needed and the token accepted, the models,
+    the store's free disk space.
 
     With -f, every target of the stack file, and for each declared model: present as declared,
     and a one-token generation answers. Exit 1 when any check fails.
@@ -57,14 +59,15 @@ def doctor(
         raise CorralError(f"unknown format {format!r}: use text or json")
     from toolchain import doctor as checks_mod
 
+    floor = int(min_free * (1 << 30))
     if file is not None:
         from toolchain.stack.load import load
 
-        checks = checks_mod.stack_checks(load(file), target or (), timeout=timeout)
+        checks = checks_mod.stack_checks(load(file), target or (), timeout=timeout, min_free=floor)
     else:
         if target:
             raise CorralError("--target needs a stack file (-f)")
-        checks = checks_mod.run_checks(host, timeout=timeout)
+        checks = checks_mod.run_checks(host, timeout=timeout, min_free=floor)
     if format == "json":
         typer.echo(json.dumps({"ok": all(c.ok for c in checks), "checks": [c.to_json() for c in checks]}, indent=2))
     else:
