@@ -10,10 +10,11 @@ For every HTTP request, in order:
    now points at 127.0.0.1 sends its own name as Host, so it is refused before anything else runs
    (CVE-2024-28224). Other dotless names are refused too: a search domain or LAN name resolution
    (LLMNR, NetBIOS) can hand an attacker one.
-2. **Key**: `required_scope(method, path)` says what the route needs (`ROUTES` below is the only
-   place that knows). With no key configured the server is open as Ollama is — but only on a
-   loopback bind or with `CORRAL_ALLOW_UNAUTHENTICATED=1`; a public bind whose keys file became
-   empty refuses everything rather than fall open. With keys, everything but `GET`/`HEAD /` (and
+2. **Key**: `required_scope(method, path)` says what the route needs (the table of
+   `toolchain/routes.py` is the only place that knows; `stack render` derives nginx's allow-list
+   from it too). With no key configured the server is open as Ollama is — but only on a loopback
+   bind or with `CORRAL_ALLOW_UNAUTHENTICATED=1`; a public bind whose keys file became empty
+   refuses everything rather than fall open. With keys, everything but `GET`/`HEAD /` (and
    CORS preflights, which carry no credentials) needs `Authorization: Bearer <token>`: missing or
    unknown → 401 with `WWW-Authenticate: Bearer`; a `user` key on an `admin` route → 403.
    The token is hashed and compared in constant time with every stored hash; it is never logged
@@ -34,7 +35,6 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import socket
 import time
 from pathlib import Path
@@ -42,39 +42,17 @@ from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from server.asgi_errors import send_error
 from toolchain import keys as keyfile
+from toolchain import routes
 
 log = logging.getLogger("corral.auth")
 
-Scope = str  # "public" | "user" | "admin"
-
-#: The route → scope table: (methods, path regex, scope), first match wins; anything not listed
-#: needs `admin` (so a route added later is closed until it is listed here).
-ROUTES: tuple[tuple[frozenset[str], re.Pattern[str], Scope], ...] = tuple(
-    (frozenset(methods.split()), re.compile(pattern), scope)
-    for methods, pattern, scope in (
-        ("GET HEAD", r"/", "public"),
-        # inference
-        ("POST", r"/api/(generate|chat|embed|embeddings)", "user"),
-        # reads
-        ("POST", r"/api/show", "user"),
-        ("GET HEAD", r"/api/(tags|ps|version)", "user"),
-        ("GET HEAD", r"/metrics", "user"),
-        ("GET HEAD", r"/api/corral/store", "user"),  # the store's free space (stack doctor)
-        # OpenAI-compatible API: inference and model listing only
-        ("GET HEAD POST", r"/v1/.*", "user"),
-        # registry reads (pull from this server); every write (push to it) needs admin, upload
-        # sessions included (even a GET of one: they belong to a push)
-        ("GET HEAD", r"/v2/.+/blobs/uploads(/.*)?", "admin"),
-        ("GET HEAD", r"/v2(/.*)?", "user"),
-        # management, listed for the reader (the default is admin anyway)
-        ("POST HEAD", r"/api/blobs/[^/]*", "admin"),
-        ("POST", r"/api/(create|copy|pull|push)", "admin"),
-        ("DELETE", r"/api/delete", "admin"),
-        ("GET HEAD POST PUT DELETE", r"/api/corral/lock(/[^/]+)?", "admin"),  # stack apply's lock
-    )
-)
-
-SCOPE_RANK = {"public": 0, "user": 1, "admin": 2}
+#: The route → scope table lives in the toolchain (`toolchain/routes.py`), so the nginx that
+#: `stack render` writes allows a `user` client exactly what this server allows it: (methods, path
+#: regex, scope), first match wins; anything not listed needs `admin` (so a route added later is
+#: closed until it is listed there).
+Scope = routes.Scope
+ROUTES = routes.ROUTES
+SCOPE_RANK = routes.SCOPE_RANK
 
 
 def required_scope(method: str, path: str) -> Scope:
@@ -82,10 +60,7 @@ def required_scope(method: str, path: str) -> Scope:
     never sends credentials on them; the CORS layer decides what they may learn)."""
     if method == "OPTIONS":
         return "public"
-    for methods, pattern, scope in ROUTES:
-        if method in methods and pattern.fullmatch(path):
-            return scope
-    return "admin"
+    return routes.route_scope(method, path)
 
 
 # -- hosts ----------------------------------------------------------------------------------------
