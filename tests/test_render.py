@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -327,7 +328,7 @@ def _location(conf: str, header: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "header, stream, admin, upload",
+    "header, stream, manage, upload",
     [
         ("= /api/generate", True, False, False),
         ("= /api/chat", True, False, False),
@@ -338,16 +339,18 @@ def _location(conf: str, header: str) -> str:
         ("= /api/copy", False, True, False),
         ("= /api/delete", False, True, False),
         ("^~ /api/blobs/", False, True, True),
-        ("^~ /v2/", True, False, True),
+        ("^~ /v2/", True, True, True),
         ("/", False, False, False),
     ],
 )
-def test_each_route_gets_its_buffering_scope_and_body_limit(key_file, header, stream, admin, upload):
+def test_each_route_gets_its_buffering_upstream_and_body_limit(key_file, header, stream, manage, upload):
     conf = render_public(render_input.make(key_file))["nginx/corral.conf"]
     block = _location(conf, header)
     assert ("proxy_buffering off;" in block) is stream
-    assert ('if ($corral_scope != "admin")' in block) is admin
+    assert ("proxy_pass http://corral_manage;" in block) is manage
+    assert ("proxy_pass http://corral_servers;" in block) is not manage
     assert ("client_max_body_size 0;" in block) is upload
+    assert " if " not in block  # who may call a route is decided once, at server level
     server = conf[conf.index("# The model API") : conf.index("    location ")]
     for line in ("gzip off;", "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
                  "proxy_read_timeout 600s;", "proxy_send_timeout 600s;", "client_max_body_size 10m;"):
@@ -371,3 +374,128 @@ def test_with_an_upstream_key_nginx_sends_the_replicas_key_not_the_clients(key_f
     secret = render_secret(inp, Secrets(**{**SECRETS.__dict__, "upstream_token": key}))
     assert secret["nginx/corral-upstream.conf"].endswith(f'proxy_set_header Authorization "Bearer {key}";\n')
     assert not any(key in text for text in public.values())
+
+
+def _map(conf: str, header: str) -> list[tuple[str, str]]:
+    """The (key, value) lines of one rendered `map`, in their order."""
+    start = conf.index(f"map {header} {{\n") + len(f"map {header} {{\n")
+    body = conf[start : conf.index("}\n", start)]
+    out = []
+    for line in body.splitlines():
+        key, _, value = line.strip().rstrip(";").rpartition(" ")
+        out.append((key.strip('"'), value))
+    return out
+
+
+def _nginx_scope(entries: list[tuple[str, str]], method: str, path: str) -> str:
+    """What nginx's `$corral_route_scope` map gives `method path` (its regexes tried in order,
+    as nginx does; PCRE's \\z is Python's \\Z)."""
+    default = dict(entries)["default"]
+    for key, value in entries:
+        if key.startswith("~") and re.match(key[1:].replace(r"\z", r"\Z"), f"{method} {path}"):
+            return value
+    return default
+
+
+#: Requests whose scope the edge and the server must judge alike: every route of the table, near
+#: misses, and paths no route has.
+SCOPE_PROBES = [
+    ("GET", "/"), ("HEAD", "/"), ("POST", "/"), ("GET", "/api/tags"), ("HEAD", "/api/tags"), ("GET", "/api/ps"),
+    ("GET", "/api/version"), ("GET", "/metrics"), ("GET", "/api/corral/store"), ("DELETE", "/api/corral/store"),
+    ("POST", "/api/generate"), ("POST", "/api/chat"), ("POST", "/api/embed"), ("POST", "/api/embeddings"),
+    ("POST", "/api/show"), ("GET", "/api/show"), ("POST", "/v1/chat/completions"), ("GET", "/v1/models"),
+    ("GET", "/v1/models/llama3:8b"), ("DELETE", "/v1/models/x"), ("GET", "/v2/"), ("GET", "/v2"),
+    ("GET", "/v2/library/x/manifests/latest"), ("HEAD", "/v2/library/x/blobs/sha256:" + "0" * 64),
+    ("PUT", "/v2/library/x/manifests/latest"), ("POST", "/v2/library/x/blobs/uploads/"),
+    ("GET", "/v2/library/x/blobs/uploads/abc"), ("HEAD", "/v2/library/x/blobs/uploads/abc"),
+    ("PATCH", "/v2/library/x/blobs/uploads/abc"), ("DELETE", "/v2/library/x/blobs/uploads/abc"),
+    ("GET", "/v2/team/x/blobs/uploads"), ("POST", "/api/create"), ("POST", "/api/blobs/sha256:" + "0" * 64),
+    ("HEAD", "/api/blobs/sha256:" + "0" * 64), ("POST", "/api/copy"), ("DELETE", "/api/delete"), ("POST", "/api/pull"),
+    ("POST", "/api/push"), ("GET", "/api/corral/lock"), ("DELETE", "/api/corral/lock/abc"), ("POST", "/api/lock"),
+    ("GET", "/api/tagsx"), ("POST", "/api/generate/"), ("GET", "/debug/pprof"), ("GET", "/api/nope"),
+    ("OPTIONS", "/api/tags"), ("GET", "/api/tags\n"), ("get", "/api/tags"), ("GET", "/metrics/x"),
+]
+
+
+@pytest.mark.parametrize("method, path", SCOPE_PROBES)
+def test_nginx_judges_each_route_by_the_servers_own_route_table(key_file, method, path):
+    """The `$corral_route_scope` map is toolchain/routes.py's table (the one `stack serve`'s
+    auth applies), row by row in its order, defaulting to admin; an OPTIONS, public at the
+    server for CORS preflights (which never carry a token), is no route a user client needs."""
+    from toolchain.routes import route_scope
+
+    conf = render_public(render_input.make(key_file))["nginx/corral.conf"]
+    assert _nginx_scope(_map(conf, '"$request_method $uri" $corral_route_scope'), method, path) == route_scope(method, path)
+
+
+def test_nginx_scope_map_lists_the_route_table_in_order_and_denies_by_default(key_file):
+    from toolchain.routes import ROUTE_TABLE
+
+    conf = render_public(render_input.make(key_file))["nginx/corral.conf"]
+    entries = _map(conf, '"$request_method $uri" $corral_route_scope')
+    assert entries[0] == ("default", "admin")
+    assert [value for _, value in entries[1:]] == [scope for _, _, scope in ROUTE_TABLE]
+    assert _nginx_scope(entries, "GET", "/v2/library/x/blobs/uploads/abc") == "admin"  # the upload session
+    assert _nginx_scope(entries, "GET", "/v2/library/x/manifests/latest") == "user"
+    # Only these pairs of needed scope and client scope pass; an unknown client scope never does.
+    denied = _map(conf, '"$corral_need:$corral_scope" $corral_denied')
+    assert denied == [("default", "1"), ("public:user", "0"), ("public:admin", "0"), ("user:user", "0"),
+                      ("user:admin", "0"), ("admin:admin", "0")]
+    # One decision for the whole API server, after the token check, before any location;
+    # no location has a scope check of its own left to disagree with it.
+    server = conf[conf.index("# The model API") :]
+    server = server[: server.index("# Open WebUI")]
+    checks = '    if ($corral_client = "") {\n        return 401;\n    }\n'
+    checks += "    # Deny by default ($corral_denied above): the locations below only route and tune.\n"
+    checks += "    if ($corral_denied) {\n        return 403;\n    }\n\n    location "
+    assert checks in server
+    assert server.count("return 403;") == 1 and server.index(checks) < server.index("    location ")
+    assert "$corral_scope" not in server and "$corral_registry_denied" not in conf
+    compose = render_public(render_input.make(key_file))["compose/corral.conf"]
+    assert _route_maps(conf) == _route_maps(compose)
+
+
+def _route_maps(conf: str) -> str:
+    start = conf.index("# The scope each route needs")
+    return conf[start : conf.index("limit_req_zone")]
+
+
+@pytest.mark.parametrize(
+    "request_uri, normalized",
+    [
+        ("/v2/library/x/blobs/uploads/..", True),  # judged as /v2/library/x/blobs/, routed as a session
+        ("/v2/library/x/blobs/uploads/%2e%2E", True),
+        ("/v2/library/x/blobs/uploads/.", True),
+        ("/v1/../api/create", True),
+        ("/v1/x/..?a=b", True),
+        ("/v1/%2E%2e%2fapi/create", True),
+        ("/api//tags", True),
+        ("/api/%2Ftags", True),
+        ("//api/tags", True),
+        ("/api/tags", False),
+        ("/v2/", False),
+        ("/", False),
+        ("/v1/models/a..b", False),
+        ("/v2/library/x/.hidden", False),
+        ("/v1/models?path=/../x//y", False),  # the query is not the path
+        ("/v2/library/x/blobs/sha256:" + "0" * 64, False),
+    ],
+)
+def test_a_path_nginx_would_normalize_needs_admin(key_file, request_uri, normalized):
+    """nginx judges `$uri` (dot segments resolved, slashes merged) but passes the replica the
+    path as sent; such a path is judged admin, whatever route it normalizes to."""
+    conf = render_public(render_input.make(key_file))["nginx/corral.conf"]
+    entries = _map(conf, "$request_uri $corral_need")
+    assert entries[0] == ("default", "$corral_route_scope")
+    [(key, value)] = entries[1:]
+    assert key.startswith("~*") and value == "admin"
+    assert bool(re.search(key[2:], request_uri, re.IGNORECASE)) is normalized
+
+
+def test_a_route_pattern_nginx_cannot_hold_is_refused():
+    from toolchain.render.nginx import _route_regex
+
+    assert _route_regex("GET HEAD", "/api/(tags|ps)") == r"~^(?:GET|HEAD) (?:/api/(tags|ps))\z"
+    for bad in ('/a"b', "/a b", "/a;b", "/a{1}", "/a$", r"/a\d"):
+        with pytest.raises(ValueError, match="cannot be placed in an nginx map"):
+            _route_regex("GET", bad)

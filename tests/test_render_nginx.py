@@ -135,6 +135,10 @@ def test_user_token_reads_and_infers_but_cannot_manage(edge):
         ("POST", "/api/corral/lock", {"owner": "u", "ttl": 5}),  # stack apply's lock
         ("GET", "/api/corral/lock", None),
         ("DELETE", "/api/corral/lock/x", None),
+        # Deny by default: admin-only routes nginx has no location for, and unknown paths.
+        ("GET", "/v2/library/x/blobs/uploads/abc", None),  # an upload session (it belongs to a push)
+        ("GET", "/api/nope", None),
+        ("POST", "/api/lock", {}),  # a route the server may add later
     ]
     for method, path, body in forbidden:
         r = client.request(method, path, json=body, headers=_auth(USER))
@@ -473,6 +477,19 @@ def test_replicas_that_require_keys_get_their_key_from_nginx_never_the_clients_t
                 assert r.status_code == 403  # scopes are nginx's: the replica key is admin, the client is not
                 r = client.post("/api/show", json={"model": "nope"}, headers=_auth(ADMIN))
                 assert r.status_code == 404  # the replica's own answer, reached with its key
+                # A route the replica keeps admin-only but nginx has no location for (an upload
+                # session) and an unknown path: nginx would reach them with the replica's admin
+                # key, so a user token is refused at the edge; an admin token gets the replica's answer.
+                session = "/v2/library/x/blobs/uploads/0123456789abcdef0123456789abcdef"
+                for path in (session, "/api/nope"):
+                    r = client.get(path, headers=_auth(USER))
+                    assert r.status_code == 403, path
+                    assert r.json() == {"error": "forbidden: this route needs an admin token"}
+                    assert client.get(path).status_code == 401, path
+                r = client.get(session, headers=_auth(ADMIN))
+                assert r.status_code == 404 and r.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN", r.text
+                r = client.get("/api/nope", headers=_auth(ADMIN))
+                assert r.status_code == 404, r.text
             log = nginx.access_log()
             assert replica_key not in log and USER not in log
 

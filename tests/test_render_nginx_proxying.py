@@ -4,12 +4,15 @@ tests/test_render_nginx.py drives nginx in front of real `stack serve` replicas;
 replicas are scripted stand-ins, so each proxying rule is checked where a real model server
 cannot make it visible or deterministic: every streaming route passes each chunk on as it
 arrives (also under a host nginx that gzips JSON), connections to a replica are kept alive
-(HTTP/1.1), the read timeout is the stack's, and a POST that reached a replica is never sent
-to another.
+(HTTP/1.1), the read timeout is the stack's, a POST that reached a replica is never sent
+to another, and a user token reaches the replicas (which nginx calls with its admin key) only
+on the routes the server's route table gives `user`: every other path, known or not, is a 403
+that never reaches a replica.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import socketserver
 import textwrap
@@ -42,13 +45,15 @@ class ScriptedUpstream:
     - "slow": 200 after `delay` seconds;
     - "drop": reads the request, then closes the connection without an answer.
 
-    It records each request as (method, path, HTTP version, Connection header) and counts
-    the TCP connections it accepted.
+    It records each request as (method, path, HTTP version, Connection header), the
+    Authorization header it came with in `authorizations`, and counts the TCP connections it
+    accepted.
     """
 
     def __init__(self, mode: str = "ok", delay: float = 0.0) -> None:
         self.mode, self.delay = mode, delay
         self.requests: list[tuple[str, str, str, Optional[str]]] = []
+        self.authorizations: list[Optional[str]] = []
         self.connections = 0
         self.release = threading.Event()
         self.tail_sent = threading.Event()
@@ -69,6 +74,7 @@ class ScriptedUpstream:
                 if length:
                     self.rfile.read(length)
                 upstream.requests.append((self.command, self.path, self.request_version, self.headers.get("Connection")))
+                upstream.authorizations.append(self.headers.get("Authorization"))
                 if upstream.mode == "drop":
                     self.close_connection = True
                     return
@@ -96,13 +102,14 @@ class ScriptedUpstream:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             def _chunk(self, data: bytes) -> None:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
 
-            do_GET = do_POST = do_DELETE = _answer
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _answer
 
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -181,7 +188,7 @@ def test_every_streaming_route_passes_chunks_on_uncompressed_even_under_a_host_g
     nginx gzips JSON at http level (gzip holds data back to compress it in blocks).
 
     (nginx 1.22 passes small chunks on promptly even with `proxy_buffering on`, so that line
-    is checked in the rendered text: test_render.py::test_each_route_gets_its_buffering_scope_and_body_limit.)
+    is checked in the rendered text: test_render.py::test_each_route_gets_its_buffering_upstream_and_body_limit.)
     """
     with ScriptedUpstream("stream") as replica:
         prefix, port = _render(tmp_path, [replica.host], monkeypatch)
@@ -247,3 +254,77 @@ def test_a_post_that_reached_a_replica_is_never_sent_to_another(tmp_path, monkey
             assert r.status_code == 502
     gets = [(m, p) for m, p, _, _ in first.requests + second.requests if m == "GET"]
     assert gets == [("GET", "/api/tags")] * 2  # retried on the other replica
+
+
+#: Routes toolchain/routes.py gives `user` (or public): a user token reaches the replica.
+USER_ALLOWED = [
+    ("GET", "/"), ("GET", "/api/tags"), ("HEAD", "/api/tags"), ("GET", "/api/ps"), ("GET", "/api/version"),
+    ("GET", "/metrics"), ("GET", "/api/corral/store"), ("POST", "/api/generate"), ("POST", "/api/chat"),
+    ("POST", "/api/embed"), ("POST", "/api/embeddings"), ("POST", "/api/show"), ("GET", "/v1/models"),
+    ("GET", "/v1/models/llama3:8b"), ("POST", "/v1/chat/completions"), ("GET", "/v2/"),
+    ("GET", "/v2/library/x/manifests/latest"), ("HEAD", "/v2/library/x/blobs/sha256:" + "0" * 64),
+]
+
+#: Everything else needs an admin token: routes the server keeps admin-only that nginx has no
+#: location of its own for (an upload session), unknown paths, a route the server may add later,
+#: a user route under a method it does not allow, and paths nginx normalizes before judging
+#: (the replica gets them as sent: `/v2/library/x/blobs/uploads/..` is an upload session there).
+USER_DENIED = [
+    ("GET", "/v2/library/x/blobs/uploads/abc"), ("HEAD", "/v2/library/x/blobs/uploads/abc"),
+    ("PATCH", "/v2/library/x/blobs/uploads/abc"), ("PUT", "/v2/library/x/manifests/latest"),
+    ("GET", "/api/nope"), ("GET", "/debug/pprof"), ("POST", "/api/lock"), ("POST", "/api/generate/"),
+    ("DELETE", "/v1/models/x"), ("OPTIONS", "/api/tags"), ("POST", "/api/create"), ("GET", "/api/corral/lock"),
+    ("GET", "/v2/library/x/blobs/uploads/.."), ("GET", "/v2/library/x/blobs/uploads/%2e%2e"),
+    ("GET", "/v1/../api/tags"), ("GET", "/api//tags"),
+]
+
+REPLICA_KEY = "replica-0123456789abcdef"
+
+
+def _raw(port: int, method: str, path: str, token: Optional[str]) -> tuple[int, dict[str, str], bytes]:
+    """One request with the path exactly as given (httpx would resolve dot segments first)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        body = b"{}" if method in ("POST", "PUT", "PATCH") else None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def test_a_user_token_reaches_only_the_user_routes_of_the_servers_table(tmp_path, monkeypatch):
+    """Deny by default at the edge: nginx calls the replicas with their admin key, so a route it
+    let through for a user token would run as admin there. A user token gets 403 (JSON, nothing
+    sent to a replica) on every route but the table's user ones; no token gets 401 (JSON); an
+    admin token passes everywhere, with the replicas' key and never its own."""
+    monkeypatch.setenv("REPLICA_KEY", REPLICA_KEY)
+    with ScriptedUpstream("ok") as replica:
+        prefix, port = _render(tmp_path, [replica.host], monkeypatch, extra="  upstream_token_env: REPLICA_KEY\n")
+        with Nginx(prefix, port):
+            for method, path in USER_ALLOWED:
+                before = len(replica.requests)
+                status, _, _ = _raw(port, method, path, USER)
+                assert status == 200, (method, path, status)
+                assert [(m, p) for m, p, _, _ in replica.requests[before:]] == [(method, path)]
+            for method, path in USER_DENIED:
+                before = len(replica.requests)
+                status, headers, body = _raw(port, method, path, USER)
+                assert status == 403, (method, path, status)
+                assert headers["content-type"] == "application/json", (method, path)
+                if method != "HEAD":
+                    assert json.loads(body) == {"error": "forbidden: this route needs an admin token"}, (method, path)
+                status, headers, body = _raw(port, method, path, None)
+                assert status == 401, (method, path, status)
+                assert headers["www-authenticate"] == 'Bearer realm="corral"'
+                if method != "HEAD":
+                    assert json.loads(body) == {"error": "unauthorized: a valid bearer token is required"}
+                assert len(replica.requests) == before, (method, path)  # neither reached a replica
+                status, _, _ = _raw(port, method, path, ADMIN)
+                assert status == 200, (method, path, status)
+                # The replica gets the path as the client sent it (dot segments included).
+                assert [(m, p) for m, p, _, _ in replica.requests[before:]] == [(method, path)]
+    assert replica.authorizations and set(replica.authorizations) == {f"Bearer {REPLICA_KEY}"}

@@ -11,7 +11,13 @@ instead (from the secret `corral-upstream.conf`), otherwise no Authorization hea
 
 How a request is judged, in nginx's order:
 1. server rewrite phase: no or unknown token → 401 (JSON body, `WWW-Authenticate`);
-2. location: management routes need scope `admin` (403 otherwise); registry writes too;
+2. server rewrite phase, deny by default: the route → scope table of `toolchain/routes.py` (the
+   one `stack serve` applies itself) is rendered as a `map` on method and path; a `user` client
+   reaches only the routes it gives `user` (or public), everything else needs `admin` (403
+   otherwise), unknown paths and routes added to the server later included. This matters
+   because nginx sends the replicas its own admin key: what it lets through runs as admin. A
+   path with a dot segment or an empty one (`/./`, `/../`, `//`, also percent-encoded) needs
+   admin too: nginx judges the normalized path but passes the replica the one the client sent;
 3. `limit_req` per client name → 429; `limit_conn` on streaming inference routes → 429;
 4. `proxy_pass`: inference and read routes go `least_conn` over the replicas; management
    and registry routes go to `corral_manage`, the same replicas hashed by client name, so a
@@ -28,6 +34,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
+from toolchain import routes
 from toolchain.render.model import ProxyConfig, RenderInput, WebUIConfig, split_hostport
 
 __all__ = [
@@ -39,6 +46,7 @@ __all__ = [
     "render",
     "render_tokens",
     "render_upstream_auth",
+    "route_scope_map",
     "server_conf",
     "site_for_host",
     "token_line",
@@ -55,8 +63,9 @@ RUNTIME_DIR = "nginx/var"
 
 HEADER = "# Rendered by Corral (`stack render`) from the stack file. Do not edit: `stack render --check` reports edits.\n"
 
-#: Management routes: admin clients only.
-ADMIN_EXACT = ("/api/create", "/api/copy", "/api/delete", "/api/pull", "/api/push")
+#: Management routes with a location of their own (hashed onto one replica by `corral_manage`).
+#: Who may call them is not decided here but by the route table (`route_scope_map`).
+MANAGE_EXACT = ("/api/create", "/api/copy", "/api/delete", "/api/pull", "/api/push")
 #: Routes whose responses stream (NDJSON / SSE): never buffered.
 STREAM_EXACT = ("/api/create", "/api/pull", "/api/push", "/api/generate", "/api/chat")
 #: Inference streams counted by `limit_conn`.
@@ -72,6 +81,51 @@ _ERRORS = {
     502: "no model server is reachable",
     504: "the model server did not answer in time",
 }
+
+
+#: A request path (`$request_uri`, before any query) with a dot segment or an empty segment,
+#: literal or percent-encoded. nginx resolves these in `$uri`, the path the scope map judges,
+#: but `proxy_pass` without a URI sends the replica the path as the client wrote it, so
+#: `/v2/a/b/blobs/uploads/..` would be judged as `/v2/a/b/blobs/` (a registry read) and routed by
+#: the replica as an upload session. Such a path needs admin; no Ollama or OCI client sends one.
+UNNORMALIZED_PATH = r"^[^?]*(?:/|%2f)(?:(?:\.|%2e){1,2}(?:/|%2f|\?|$)|/|%2f)"
+
+
+def _route_regex(methods: str, pattern: str) -> str:
+    """One row of the route table as an nginx map regex on `"$request_method $uri"`."""
+    if any(c in pattern for c in "\"\n;{}$ ") or "\\" in pattern:
+        raise ValueError(f"route pattern {pattern!r} cannot be placed in an nginx map")
+    # PCRE's \z, as Python's fullmatch: `$` would also match before a final newline.
+    return f"~^(?:{'|'.join(methods.split())}) (?:{pattern})\\z"
+
+
+def route_scope_map() -> str:
+    """The http-level maps that decide which scope a request needs, from `toolchain.routes`.
+
+    `$corral_route_scope`: the route table in its order (nginx tries map regexes in the order
+    they appear, and the first match wins, as in the table); unlisted → admin.
+    `$corral_need`: that, or admin for a path nginx normalizes (`UNNORMALIZED_PATH`).
+    """
+    o = ["# The scope each route needs: the route table of toolchain/routes.py, which stack serve\n"
+         "# applies itself. First match wins; anything unlisted (an unknown path, a route the server\n"
+         "# adds later) needs admin, since the replicas run whatever nginx lets through with its key.\n"]
+    o.append('map "$request_method $uri" $corral_route_scope {\n')
+    o.append(f"    default {routes.DEFAULT_SCOPE};\n")
+    for methods, pattern, scope in routes.ROUTE_TABLE:
+        o.append(f'    "{_route_regex(methods, pattern)}" {scope};\n')
+    o.append("}\n\n")
+    o.append("# nginx judges the normalized path ($uri) but passes the replica the path as sent: one\n"
+             "# with a dot or empty segment (also percent-encoded) needs admin.\n")
+    o.append("map $request_uri $corral_need {\n")
+    o.append("    default $corral_route_scope;\n")
+    o.append(f'    "~*{UNNORMALIZED_PATH}" admin;\n')
+    o.append("}\n\n")
+    o.append("# Deny by default: only these pairs of needed scope and client scope pass.\n")
+    o.append('map "$corral_need:$corral_scope" $corral_denied {\n    default 1;\n')
+    for need, have in (("public", "user"), ("public", "admin"), ("user", "user"), ("user", "admin"), ("admin", "admin")):
+        o.append(f'    "{need}:{have}" 0;\n')
+    o.append("}\n\n")
+    return "".join(o)
 
 
 @dataclass(frozen=True)
@@ -213,9 +267,7 @@ def server_conf(proxy: ProxyConfig, ui: Optional[WebUIConfig], site: Site) -> st
     for client in proxy.clients:
         o.append(f"    {client.name} {client.scope};\n")
     o.append("}\n\n")
-    o.append("# Registry (/v2/) reads for every client, writes for admins only.\n")
-    o.append("map $request_method $corral_write {\n    GET 0;\n    HEAD 0;\n    default 1;\n}\n\n")
-    o.append('map "$corral_write:$corral_scope" $corral_registry_denied {\n    "1:admin" 0;\n    "0:user" 0;\n    "0:admin" 0;\n    default 1;\n}\n\n')
+    o.append(route_scope_map())
     o.append(f"limit_req_zone $corral_client zone=corral_requests:10m rate={rl.requests_per_second}r/s;\n")
     o.append("limit_conn_zone $corral_client zone=corral_streams:10m;\n\n")
     o.append("upstream corral_servers {\n    least_conn;\n")
@@ -278,14 +330,14 @@ def server_conf(proxy: ProxyConfig, ui: Optional[WebUIConfig], site: Site) -> st
     for code in _ERRORS:
         o.append(f"    error_page {code} = @corral_{code};\n")
     o.append("\n")
-    o.append('    if ($corral_client = "") {\n        return 401;\n    }\n\n')
+    o.append('    if ($corral_client = "") {\n        return 401;\n    }\n')
+    o.append("    # Deny by default ($corral_denied above): the locations below only route and tune.\n")
+    o.append("    if ($corral_denied) {\n        return 403;\n    }\n\n")
 
     def location(
-        match: str, path: str, *, admin: bool, stream: bool, inference: bool, upload: bool = False
+        match: str, path: str, *, manage: bool, stream: bool, inference: bool, upload: bool = False
     ) -> None:
         o.append(f"    location {match} {path} {{\n" if match else f"    location {path} {{\n")
-        if admin:
-            o.append('        if ($corral_scope != "admin") {\n            return 403;\n        }\n')
         if upload:
             o.append(f"        client_max_body_size {lim.upload};\n")
             o.append("        proxy_request_buffering off;\n")
@@ -294,25 +346,24 @@ def server_conf(proxy: ProxyConfig, ui: Optional[WebUIConfig], site: Site) -> st
         if stream:
             o.append("        proxy_buffering off;\n")
             o.append("        proxy_cache off;\n")
-        o.append(f"        proxy_pass http://{'corral_manage' if admin else 'corral_servers'};\n")
+        o.append(f"        proxy_pass http://{'corral_manage' if manage else 'corral_servers'};\n")
         o.append("    }\n\n")
 
-    for path in ADMIN_EXACT:
-        location("=", path, admin=True, stream=path in STREAM_EXACT, inference=False)
-    location("^~", "/api/blobs/", admin=True, stream=False, inference=False, upload=True)
-    location("^~", "/api/corral/lock", admin=True, stream=False, inference=False)  # stack apply's lock
+    for path in MANAGE_EXACT:
+        location("=", path, manage=True, stream=path in STREAM_EXACT, inference=False)
+    location("^~", "/api/blobs/", manage=True, stream=False, inference=False, upload=True)
+    location("^~", "/api/corral/lock", manage=True, stream=False, inference=False)  # stack apply's lock
     for path in INFERENCE_EXACT:
-        location("=", path, admin=False, stream=True, inference=True)
-    location("^~", "/v1/", admin=False, stream=True, inference=True)
-    # Registry: reads for all clients, writes for admins (a map decides; `if` only returns).
+        location("=", path, manage=False, stream=True, inference=True)
+    location("^~", "/v1/", manage=False, stream=True, inference=True)
+    # Registry: reads and (admins') pushes, on the replica a client's management calls go to.
     o.append("    location ^~ /v2/ {\n")
-    o.append("        if ($corral_registry_denied) {\n            return 403;\n        }\n")
     o.append(f"        client_max_body_size {lim.upload};\n")
     o.append("        proxy_request_buffering off;\n")
     o.append("        proxy_buffering off;\n")
     o.append("        proxy_pass http://corral_manage;\n")
     o.append("    }\n\n")
-    location("", "/", admin=False, stream=False, inference=False)
+    location("", "/", manage=False, stream=False, inference=False)
     o.append(_error_locations(hsts))
     o.append("}\n")
 
