@@ -1,8 +1,9 @@
 """Cost of evaluating N new tokens of one sequence after P cached ones, flash attention on and off.
 
-The question behind the runner's tile padding (server/runner/engine.py `_tile_aligned`): ggml's
-CPU flash attention runs ≥ 64 query rows of a sequence through a tiled GEMM kernel and fewer one
-row at a time, so against a long cached history N = 63 new tokens can cost more than N = 64.
+ggml's CPU flash attention runs ≥ 64 query rows of a sequence (GGML_FA_TILE_Q) through a tiled
+GEMM kernel and fewer one row at a time, and splits the rows into 4 chunks per thread: so what a
+short prompt after a long cached history (a chat's next turn) costs depends on N, on the flash
+attention setting and on the thread count. docs/benchmarks.md has the tables.
 Low-level llama.cpp API, one context, the prefix evaluated once per P; each (P, N) is evaluated
 --repeats times and removed again, and the minimum is printed (the least disturbed run).
 

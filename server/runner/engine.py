@@ -30,12 +30,6 @@ from server.runner.types import CompletionRequest, LoadSpec, ModelInfo, Sampling
 
 _now = time.perf_counter_ns
 GATHER_WINDOW = 0.003  # seconds an idle engine waits for more requests before its first step
-# ggml's CPU flash attention: its tiled kernel takes ≥ GGML_FA_TILE_Q (64) query rows of a sequence
-# (llama.cpp vendored in llama-cpp-python 0.3.36); when padding a shorter remainder to it pays off
-# (measured: bench/fa_rows.py, docs/benchmarks.md)
-FA_TILE = 64
-PAD_MIN_NEW = 44
-PAD_MIN_CACHED = 512
 
 # ---------------------------------------------------------------------------------------------
 # llama.cpp logging: keep warnings/errors for load error messages, drop the rest (or echo all
@@ -81,23 +75,6 @@ def _mem_available() -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def tile_aligned_reuse(cached: int, n_prompt: int, flash_attention: bool | None, alone: bool) -> int:
-    """How much of a cached prefix of `cached` tokens to reuse for a prompt of `n_prompt` tokens.
-
-    ggml's CPU flash attention evaluates ≥ FA_TILE new tokens of a sequence with a tiled GEMM
-    kernel, fewer one query row at a time; against a long cached history the row-wise kernel costs
-    far more per token (the next turn of a chat; docs/benchmarks.md, "Short prompts after a long
-    history"). So a remainder just short of a tile is padded to one by evaluating the last few
-    cached tokens again, where bench/fa_rows.py measured that to be cheaper. Only for a sequence
-    evaluated `alone`: beside other slots' tokens, llama.cpp splits a batch of separate sequences
-    into equal parts per sequence (one token of each first), which can leave the tile one short."""
-    new = n_prompt - cached
-    if (alone and flash_attention is not False and cached >= PAD_MIN_CACHED
-            and PAD_MIN_NEW <= new < FA_TILE):
-        return n_prompt - FA_TILE
-    return cached
 
 
 class Active:
@@ -458,8 +435,6 @@ class Engine:
             n = _common_prefix(best.tokens, a.prompt)
             if n >= len(a.prompt):
                 n = len(a.prompt) - 1  # evaluate at least one token to get logits
-            alone = not self.waiting and all(s.active is None for s in self.slots)
-            n = tile_aligned_reuse(n, len(a.prompt), self.spec.flash_attention, alone)
             if n < len(best.tokens):
                 if not L.llama_memory_seq_rm(self.mem, best.id, n, -1):
                     L.llama_memory_seq_rm(self.mem, best.id, -1, -1)
