@@ -95,7 +95,7 @@ class Penalties:
         raw = row[ids]
         counts = np.fromiter((self.counts[int(i)] for i in ids), dtype=np.float32, count=len(ids))
         out = np.where(raw <= 0, raw * self.repeat, raw / self.repeat)
-        out -= counts * self.freq + np.float32(1) * self.present
+        out -= counts * self.freq + self.present
         row[ids] = out
         return ids, raw
 
