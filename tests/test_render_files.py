@@ -109,6 +109,29 @@ def test_nginx_runtime_dir_survives_a_rerender(tmp_path, key_file):
     assert (out / "nginx" / "var" / "access.log").read_text() == "line\n"
 
 
+def test_exchange_swaps_two_directories_in_one_step(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "new.conf").write_text("new")
+    (b / "old.conf").write_text("old")
+    assert files._exchange(a, b)  # Linux with renameat2, as this suite runs on
+    assert [p.name for p in b.iterdir()] == ["new.conf"] and [p.name for p in a.iterdir()] == ["old.conf"]
+    with pytest.raises(FileNotFoundError):
+        files._exchange(a, tmp_path / "missing")
+
+
+def test_rerender_without_an_atomic_exchange_falls_back_to_two_renames(tmp_path, key_file, monkeypatch):
+    out = tmp_path / "rendered"
+    _render(render_input.make(key_file), render_input.environment(), out, validate=False)
+    (out / "nginx" / "var" / "error.log").write_text("kept\n")
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+    written = _render(render_input.make(key_file), render_input.environment(), out, validate=False)
+    assert all((out / p).is_file() for p in written)
+    assert (out / "nginx" / "var" / "error.log").read_text() == "kept\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rendered", "webui-secret-key"]
+
+
 def test_check_finds_a_hand_edit_a_removed_file_and_nothing_else(tmp_path, key_file):
     out = tmp_path / "rendered"
     inp = render_input.make(key_file)

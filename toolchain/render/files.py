@@ -3,7 +3,9 @@
 `write` builds the whole set in a temporary sibling directory (public files 0644, secret
 files 0600, a manifest `.corral-render.json` naming every file Corral wrote, a
 `.gitignore` for the secret ones), validates it with `nginx -t` when nginx is on PATH,
-and only then swaps it in place of the output directory. It refuses an output directory
+and only then swaps it in place of the output directory: in one step where the system can
+exchange two directories atomically (Linux `renameat2(RENAME_EXCHANGE)`), else by two renames
+(a crash between them leaves the previous set beside the output as `.NAME.old-PID`). It refuses an output directory
 holding files Corral did not write (anything absent from the manifest, except nginx's
 own runtime directory `nginx/var/`: written empty, so that ``nginx -p DIR/nginx -c
 nginx.conf`` runs at once, and carried over from the previous set). `check`
@@ -12,7 +14,9 @@ diffs the public files against the disk without writing (`stack render --check`)
 
 from __future__ import annotations
 
+import ctypes
 import difflib
+import errno
 import json
 import os
 import shutil
@@ -139,10 +143,32 @@ def _swap(new: Path, out_dir: Path) -> None:
             carried.rmdir()  # the new set's empty one
         carried.parent.mkdir(parents=True, exist_ok=True)
         os.rename(runtime, carried)
+    if _exchange(new, out_dir):
+        shutil.rmtree(new, ignore_errors=True)  # now the previous set
+        return
     old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
     os.rename(out_dir, old)
     os.rename(new, out_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False  # unsupported by the kernel or the file system: two renames instead
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def _previous_public(out_dir: Path) -> list[str]:
