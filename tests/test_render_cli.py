@@ -29,6 +29,24 @@ proxy:
 """
 
 
+def webui_section(tmp_path, preset: str) -> str:
+    """A `webui:` section with one preset (its secret key file written into tmp_path)."""
+    key = tmp_path / "key"
+    key.write_text("0123456789abcdef0123\n")
+    return textwrap.dedent(
+        f"""\
+        webui:
+          public_url: http://chat.localhost
+          client: alice
+          admin_email: a@example.org
+          admin_password_env: PW
+          secret_key_file: {key}
+          presets:
+            - {preset}
+        """
+    )
+
+
 @pytest.fixture
 def stack(tmp_path, monkeypatch):
     path = tmp_path / "stack.yaml"
@@ -77,23 +95,12 @@ def test_missing_token_variable_is_one_line_and_writes_nothing(stack, capsys, mo
 def test_an_unset_variable_in_what_render_reads_is_an_error_never_a_literal(stack, capsys, monkeypatch, tmp_path):
     """Target tokens and models' sources may be unset (CI renders without them); a variable in
     the proxy, webui or a target's URL is needed, and `${NAME}` is never written into a file."""
-    key = tmp_path / "key"
-    key.write_text("0123456789abcdef0123\n")
     monkeypatch.setenv("PW", "a-long-admin-password")
     monkeypatch.delenv("PROMPT", raising=False)
     monkeypatch.delenv("TOKEN_OF_A", raising=False)
     text = STACK.replace('  a: {url: "http://127.0.0.1:11434"}', '  a: {url: "http://127.0.0.1:11434", token: "${TOKEN_OF_A}"}')
-    text = text.replace("tiny: {from: ./tiny.gguf}", "tiny: {from: \"${TINY_GGUF}\"}") + textwrap.dedent(
-        f"""\
-        webui:
-          public_url: http://chat.localhost
-          client: alice
-          admin_email: a@example.org
-          admin_password_env: PW
-          secret_key_file: {key}
-          presets:
-            - {{id: helper, model: tiny, name: Helper, system: "${{PROMPT}}"}}
-        """
+    text = text.replace("tiny: {from: ./tiny.gguf}", "tiny: {from: \"${TINY_GGUF}\"}") + webui_section(
+        tmp_path, '{id: helper, model: tiny, name: Helper, system: "${PROMPT}"}'
     )
     stack.write_text(text)
     for args in (["render", "-f", str(stack)], ["render", "-f", str(stack), "--check"]):
@@ -138,23 +145,7 @@ def test_bad_stacks_fail_with_a_located_message(stack, capsys, edit, message):
 
 
 def test_preset_for_an_undeclared_model(stack, capsys, tmp_path):
-    key = tmp_path / "key"
-    key.write_text("0123456789abcdef0123\n")
-    stack.write_text(
-        STACK
-        + textwrap.dedent(
-            f"""\
-            webui:
-              public_url: http://chat.localhost
-              client: alice
-              admin_email: a@example.org
-              admin_password_env: PW
-              secret_key_file: {key}
-              presets:
-                - {{id: coder, model: qwen2.5-coder:7b, name: Coder}}
-            """
-        )
-    )
+    stack.write_text(STACK + webui_section(tmp_path, "{id: coder, model: qwen2.5-coder:7b, name: Coder}"))
     assert main(["render", "-f", str(stack)]) == 1
     err = capsys.readouterr().err
     assert "preset 'coder' is for model 'qwen2.5-coder:7b', which the stack does not declare" in err
