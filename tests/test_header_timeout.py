@@ -16,7 +16,7 @@ import pytest
 
 from server.config import Config
 from server.http_protocol import TIMEOUT_RESPONSE
-from tests.support.server import start_server
+from tests.support.server import get_root, start_server
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +71,7 @@ def test_trickling_the_head_does_not_extend_the_timeout(srv):
 
 def test_a_kept_alive_connection_is_timed_per_request(srv):
     with connect(srv) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        first = b""
-        while not first.endswith(b"Ollama is running"):
-            chunk = s.recv(65536)
-            assert chunk, "closed before the first answer"
-            first += chunk
-        assert first.startswith(b"HTTP/1.1 200")
+        assert get_root(s).startswith(b"HTTP/1.1 200")
         s.sendall(b"GET / HTTP/1.1\r\nHost: loc")  # the next request stalls in its head
         assert read_all(s) == TIMEOUT_RESPONSE
 
@@ -101,12 +95,7 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(tmp_path
     answer is closed, silently, about a second later."""
     with start_server(tmp_path / "m", env={"CORRAL_IDLE_TIMEOUT": "1", "CORRAL_HEADER_TIMEOUT": "30"}) as idle:
         with connect(idle) as s:
-            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            first = b""
-            while not first.endswith(b"Ollama is running"):
-                chunk = s.recv(65536)
-                assert chunk, "closed before the answer"
-                first += chunk
+            get_root(s)
             answered = time.monotonic()
             rest = read_all(s)
             idle_for = time.monotonic() - answered

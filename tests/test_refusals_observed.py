@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from server.http_protocol import INVALID_RESPONSE, TIMEOUT_RESPONSE, TOO_LARGE_RESPONSE
-from tests.support.server import start_server
+from tests.support.server import get_root, start_server
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +141,7 @@ def test_connection_limit_503_is_counted_and_logged(srv):
     try:
         for _ in range(3):  # three kept-alive connections: the limit
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
-            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            reply = b""
-            while not reply.endswith(b"Ollama is running"):
-                chunk = s.recv(65536)
-                assert chunk, "closed before the answer"
-                reply += chunk
+            get_root(s)
             held.append(s)
         r = httpx.get(srv.url + "/api/tags")  # a fourth
         assert (r.status_code, r.json()) == (503, {"error": "server busy: more than 3 connections or requests at once"})

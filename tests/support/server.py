@@ -122,6 +122,17 @@ def start_server(
     raise RuntimeError(f"stack serve did not start:\n{last_error}")
 
 
+def get_root(s: socket.socket) -> bytes:
+    """Send `GET /` on a raw, kept-alive connection and read up to the end of its answer."""
+    s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    reply = b""
+    while not reply.endswith(b"Ollama is running"):
+        chunk = s.recv(65536)
+        assert chunk, "closed before the answer"
+        reply += chunk
+    return reply
+
+
 def _wait_ready(server: ServerProcess, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
