@@ -46,16 +46,8 @@ from toolchain import routes
 
 log = logging.getLogger("corral.auth")
 
-#: The route → scope table lives in the toolchain (`toolchain/routes.py`), so the nginx that
-#: `stack render` writes allows a `user` client exactly what this server allows it: (methods, path
-#: regex, scope), first match wins; anything not listed needs `admin` (so a route added later is
-#: closed until it is listed there).
-Scope = routes.Scope
-ROUTES = routes.ROUTES
-SCOPE_RANK = routes.SCOPE_RANK
 
-
-def required_scope(method: str, path: str) -> Scope:
+def required_scope(method: str, path: str) -> routes.Scope:
     """What a request needs: "public", "user" or "admin". CORS preflights are public (a browser
     never sends credentials on them; the CORS layer decides what they may learn)."""
     if method == "OPTIONS":
@@ -201,7 +193,7 @@ class AuthMiddleware:
             await _deny(send, path, 401, "unauthorized", "missing API key" if not token else "invalid API key")
             return
         state["corral.client"] = key.name
-        if SCOPE_RANK[key.scope] < SCOPE_RANK[need]:
+        if routes.SCOPE_RANK[key.scope] < routes.SCOPE_RANK[need]:
             await _deny(send, path, 403, "forbidden", f"this route needs an {need} key; key {key.name!r} has scope {key.scope}")
             return
         await self.app(scope, receive, send)
