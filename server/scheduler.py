@@ -184,7 +184,6 @@ class Scheduler:
         self._memory = memory
         self._loaded: dict[str, _Entry] = {}
         self._load_lock = asyncio.Lock()
-        self._pending = 0
         self._waiting: Counter[str] = Counter()  # pending requests by model name
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -202,9 +201,8 @@ class Scheduler:
             await entry.slots.acquire()  # a free slot: returns without suspending
             self._use(entry, keep_alive)
             return Lease(self, entry, 0.0)
-        if self._pending >= self.settings.max_queue:
+        if self.pending >= self.settings.max_queue:
             raise QueueFull()
-        self._pending += 1
         self._waiting[ref.name] += 1
         started = time.monotonic()
         try:
@@ -221,7 +219,6 @@ class Scheduler:
                     await self._make_room(spec, ref)
                     await self._load(spec, ref, keep_alive)
         finally:
-            self._pending -= 1
             self._waiting[ref.name] -= 1
             if not self._waiting[ref.name]:
                 del self._waiting[ref.name]
@@ -380,7 +377,7 @@ class Scheduler:
 
     @property
     def pending(self) -> int:
-        return self._pending
+        return sum(self._waiting.values())
 
     def queued(self) -> list[tuple[str, int]]:
         """(model name, requests waiting for it: to load or for a slot) of every model with any."""
