@@ -122,8 +122,11 @@ def route_scope_map() -> str:
     o.append("}\n\n")
     o.append("# Deny by default: only these pairs of needed scope and client scope pass.\n")
     o.append('map "$corral_need:$corral_scope" $corral_denied {\n    default 1;\n')
-    for need, have in (("public", "user"), ("public", "admin"), ("user", "user"), ("user", "admin"), ("admin", "admin")):
-        o.append(f'    "{need}:{have}" 0;\n')
+    rank = routes.SCOPE_RANK  # as the server judges a key: its scope ranks at least the need
+    for need in rank:
+        for have in ("user", "admin"):  # the scopes a proxy client can hold
+            if rank[have] >= rank[need]:
+                o.append(f'    "{need}:{have}" 0;\n')
     o.append("}\n\n")
     return "".join(o)
 
