@@ -24,7 +24,7 @@ import numpy as np
 
 from server.runner.errors import InputTooLong, InvalidRequest, LoadError
 from server.runner.logprobs import MAX_TOP, token_logprob
-from server.runner.sampling import ConstrainedSampler, Sampler, build_grammar, format_grammar
+from server.runner.sampling import ConstrainedSampler, Sampler, build_grammar, format_grammar, logits_row
 from server.runner.text import TextStream
 from server.runner.types import CompletionRequest, LoadSpec, ModelInfo, SamplingOptions
 
@@ -552,8 +552,7 @@ class Engine:
                 continue
             a.generated.append(tok)
             if a.top >= 0:
-                logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
-                a.lps.append(token_logprob(logits, tok, a.top, self._piece))
+                a.lps.append(token_logprob(logits_row(self.ctx, i, self.n_vocab), tok, a.top, self._piece))
             data = pieces.get(tok)
             if data is None:
                 data = pieces[tok] = self.piece(tok)

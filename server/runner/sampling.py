@@ -64,6 +64,11 @@ def build_grammar(vocab: Any, grammar: str) -> Any:
     return g
 
 
+def logits_row(ctx: Any, i: int, n_vocab: int) -> np.ndarray:
+    """Output row `i` of the last decode, as a writable view of llama.cpp's logits buffer."""
+    return np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(n_vocab,))
+
+
 class Penalties:
     """llama.cpp's penalties sampler (repeat, frequency, presence over the last `last_n` tokens),
     applied in place to the penalized entries of a logits row and undone after sampling."""
@@ -143,7 +148,7 @@ class Sampler:
     def sample(self, ctx: Any, i: int, grammar: Any = None, constrained: "ConstrainedSampler | None" = None) -> int:
         """The next token from output row `i` of the last decode. The row is left as the model
         produced it (log probabilities are computed from it afterwards)."""
-        row = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(self.n_vocab,))
+        row = logits_row(ctx, i, self.n_vocab)
         saved = self.penalties.apply(row) if self.penalties else None
         try:
             if grammar is not None:
@@ -183,7 +188,7 @@ class ConstrainedSampler:
         )
 
     def _load(self, ctx: Any, i: int) -> None:
-        logits = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(self.n_vocab,))
+        logits = logits_row(ctx, i, self.n_vocab)
         self.cand["id"] = self.ids
         self.cand["logit"] = logits
         self.cand["p"] = 0.0
