@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds llama.cpp's C++ llama-server from the llama.cpp vendored in the llama-cpp-python
-# sdist that Corral pins (so the baseline runs the same ggml as the runner), with the same
-# CPU flags as the install (scripts/llama-cmake-args). The build lives outside the repo.
+# sdist that Corral pins, with the same patches (scripts/llama-patches) and CPU flags
+# (scripts/llama-cmake-args) as the install: the baseline runs the same ggml as the runner.
+# The build lives outside the repo.
 #
 #   bench/build-llama-server.sh [BUILD_DIR]      (default /tmp/corral-llama-server)
 # Prints the path of the llama-server binary on its last line.
@@ -12,9 +13,17 @@ work=${1:-/tmp/corral-llama-server}
 py=${PYTHON:-python3}
 mkdir -p "$work"
 cd "$work"
-if [ ! -d "llama_cpp_python-$version" ]; then
-    "$py" -m pip download "llama-cpp-python==$version" --no-deps --no-binary :all: -d . >&2
+# the runner's llama.cpp carries scripts/llama-patches (scripts/llama-wheel): so does the baseline
+patches=$(cat "$here"/../scripts/llama-patches/*.patch | sha256sum | cut -c1-16)
+if [ "$(cat "llama_cpp_python-$version/.corral-patches" 2>/dev/null)" != "$patches" ]; then
+    [ -f "llama_cpp_python-$version.tar.gz" ] \
+        || "$py" -m pip download "llama-cpp-python==$version" --no-deps --no-binary :all: -d . >&2
+    rm -rf "llama_cpp_python-$version"
     tar xzf "llama_cpp_python-$version.tar.gz"
+    for p in "$here"/../scripts/llama-patches/*.patch; do
+        patch -s -p1 -d "llama_cpp_python-$version" < "$p" >&2
+    done
+    echo "$patches" > "llama_cpp_python-$version/.corral-patches"
 fi
 src="$work/llama_cpp_python-$version/vendor/llama.cpp"
 # shellcheck disable=SC2046

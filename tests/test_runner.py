@@ -542,10 +542,13 @@ def test_logprobs_one_entry_per_generated_token_from_the_raw_distribution(tiny_g
                 best = e["top_logprobs"][0]
                 assert (e["token"], e["logprob"]) == (best["token"], best["logprob"])
             # temperature shapes the sampler, not the reported distribution: the first position
-            # (same prompt, same logits) reports the same values whatever the temperature
+            # (same prompt) reports the same values whatever the temperature (scaling the logits
+            # by 1/1.8 would move them far more). To 1e-3: this time the cache holds the prompt and
+            # its last token is evaluated alone, by another flash-attention kernel than the whole
+            # prompt was (f16 against f32 sums)
             _, _, hot = await generate_logprobs(r, "hello world", 3, num_predict=1, temperature=1.8, seed=3)
             assert [a["logprob"] for a in hot[0]["top_logprobs"]] == pytest.approx(
-                [a["logprob"] for a in entries[0]["top_logprobs"]], abs=1e-4)
+                [a["logprob"] for a in entries[0]["top_logprobs"]], abs=1e-3)
             # top_logprobs 0: the sampled token only
             _, _, plain = await generate_logprobs(r, "hello world", 0, num_predict=3, **greedy)
             assert plain and all("top_logprobs" not in e for e in plain)
