@@ -1,23 +1,30 @@
 """Cost of evaluating N new tokens of one sequence after P cached ones, flash attention on and off.
 
-ggml's CPU flash attention runs ≥ 64 query rows of a sequence (GGML_FA_TILE_Q) through a tiled
-GEMM kernel and fewer one row at a time, and splits the rows into 4 chunks per thread: so what a
-short prompt after a long cached history (a chat's next turn) costs depends on N, on the flash
-attention setting and on the thread count. docs/benchmarks.md has the tables.
-Low-level llama.cpp API, one context, the prefix evaluated once per P; each (P, N) is evaluated
---repeats times and removed again, and the minimum is printed (the least disturbed run).
+What a short prompt after a long cached history (a chat's next turn) costs depends on which of
+ggml's CPU flash-attention kernels takes it: stock llama.cpp runs ≥ 64 query rows of a sequence
+(GGML_FA_TILE_Q) through a tiled GEMM kernel, in chunks of n_threads×4 equal row ranges, and
+fewer rows one at a time; with scripts/llama-patches (what scripts/install builds) the tiled
+kernel takes ≥ 8 rows, in whole tiles. docs/benchmarks.md has the tables.
+Low-level llama.cpp API, one context per setting, the prefix evaluated once per P; each (P, N) is
+evaluated --repeats times, alternating the settings, and removed again; the minimum and the
+median are printed.
 
     python bench/fa_rows.py --model PATH [--cached 0,512,1024,2048] [--new 24,32,40,48,56,60,63,64,72]
-        [--threads 1] [--flash 1,0]
+        [--threads 1] [--flash 1,0] [--repeats 7]
 
-With --threads 1 the time is the process's CPU time, which another process on the machine
-disturbs far less than wall time; with more threads it is wall time. One JSON line per point.
+The llama.cpp libraries are llama-cpp-python's, or LLAMA_CPP_LIB_PATH's (another build of the
+same version, e.g. one without the patch; its libllama finds ggml by its RUNPATH unless
+LD_LIBRARY_PATH names the same directory): each line names the ggml CPU library it ran. With --threads 1 the time is the
+process's CPU time, which another process on the machine disturbs far less than wall time; with
+more threads it is wall time. One JSON line per point.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import time
 
 import llama_cpp as L
@@ -26,6 +33,16 @@ import llama_cpp as L
 @L.llama_log_callback
 def _quiet(level, text, user):  # pragma: no cover - called from C
     pass
+
+
+def loaded_ggml_cpu() -> str | None:
+    """The file of ggml's CPU backend this process runs (Linux): what LLAMA_CPP_LIB_PATH's
+    libllama actually resolved, RUNPATH and LD_LIBRARY_PATH included."""
+    try:
+        with open("/proc/self/maps") as f:
+            return next((line.split()[-1] for line in f if "libggml-cpu" in line), None)
+    except OSError:
+        return None
 
 
 def main() -> None:
@@ -59,6 +76,8 @@ def main() -> None:
             raise SystemExit("llama_decode failed")
         return (clock() - t) * 1000
 
+    libs = loaded_ggml_cpu() or f"llama-cpp-python {L.__version__}"
+    ctxs = {}
     for fa in (x == "1" for x in a.flash.split(",")):
         cp = L.llama_context_default_params()
         cp.n_ctx = max(cached) + max(new) + 256
@@ -67,19 +86,23 @@ def main() -> None:
         cp.n_threads = cp.n_threads_batch = a.threads
         cp.swa_full = True  # as the runner
         cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if fa else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        ctx = L.llama_init_from_model(model, cp)
-        mem = L.llama_get_memory(ctx)
-        for p in cached:
-            L.llama_memory_clear(mem, True)
+        ctxs[fa] = L.llama_init_from_model(model, cp)
+    for p in cached:
+        for ctx in ctxs.values():
+            L.llama_memory_clear(L.llama_get_memory(ctx), True)
             for start in range(0, p, 512):
                 decode(ctx, start, min(512, p - start))
-            for n in new:
-                times = []
-                for _ in range(a.repeats):
-                    times.append(decode(ctx, p, n))
-                    L.llama_memory_seq_rm(mem, 0, p, -1)
+        for n in new:
+            times: dict[bool, list[float]] = {fa: [] for fa in ctxs}
+            for r in range(a.repeats):
+                for fa, ctx in (list(ctxs.items()) if r % 2 == 0 else list(ctxs.items())[::-1]):
+                    times[fa].append(decode(ctx, p, n))
+                    L.llama_memory_seq_rm(L.llama_get_memory(ctx), 0, p, -1)
+            for fa, ts in times.items():
                 print(json.dumps({"flash_attention": fa, "cached": p, "new": n, "threads": a.threads,
-                                  "ms": round(min(times), 1)}), flush=True)
+                                  "ms_min": round(min(ts), 1), "ms_median": round(statistics.median(ts), 1),
+                                  "libs": libs}), flush=True)
+    for ctx in ctxs.values():
         L.llama_free(ctx)
     L.llama_batch_free(batch)
     L.llama_model_free(model)

@@ -34,9 +34,10 @@ class LoadSpec:
     embedding: bool = False  # an embedding-only model: no generation, pooled per the model
     adapters: tuple[LoraAdapter, ...] = ()
     use_mmap: bool = True
-    # OLLAMA_FLASH_ATTENTION: None = llama.cpp's auto choice (on for the CPU). Off makes a short
-    # prompt evaluated after a long cached history cheaper (a chat's next turn), on makes decoding
-    # and long prompts cheaper; bench/turns.py and bench/serving.py measure both.
+    # OLLAMA_FLASH_ATTENTION: None = llama.cpp's auto choice (on for the CPU). On makes decoding
+    # cheaper and, with scripts/llama-patches built in, short prompts after a long cached history
+    # too (a chat's next turn; unpatched, off is cheaper there); bench/turns.py and
+    # bench/serving.py measure both.
     flash_attention: bool | None = None
     name: str = ""  # for messages only
 
