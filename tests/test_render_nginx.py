@@ -184,7 +184,7 @@ def test_inference_and_reads_are_spread_over_both_replicas(edge, replicas):
     nginx, client = edge
     for _ in range(6):
         assert client.get("/api/version", headers=_auth(OTHER)).status_code == 200
-    served = re.findall(r"client=bob .* upstream=(\S+)", nginx.access_log())
+    served = nginx.wait_access_log(r"client=bob .* upstream=(\S+)", 6)
     assert len(served) >= 6 and set(served[-6:]) == {s.host_env for s in replicas}, served
 
 

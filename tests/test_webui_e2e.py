@@ -156,8 +156,8 @@ def test_open_webui_lists_the_stack_models_fetched_through_the_proxy(team):
         ids = {m["id"] for m in r.json()["data"]}
         assert "tiny:latest" in ids
     # Open WebUI asked the model server through nginx, as the `webui` client (its bearer token).
-    log = team.nginx.access_log()
-    assert any("client=webui " in line and "/api/tags" in line for line in log.splitlines()), log
+    tags = team.nginx.wait_access_log(r"client=webui .*/api/tags.*")
+    assert tags, team.nginx.access_log()
 
 
 def test_a_chat_answer_comes_back_through_nginx(team):
@@ -174,9 +174,8 @@ def test_a_chat_answer_comes_back_through_nginx(team):
         answer = r.json()
         assert answer["choices"][0]["message"]["role"] == "assistant"
         assert isinstance(answer["choices"][0]["message"]["content"], str)
-    log = team.nginx.access_log()
-    chats = [line for line in log.splitlines() if "client=webui " in line and "POST /api/chat " in line]
-    assert chats and '" 200 ' in chats[-1], log
+    chats = team.nginx.wait_access_log(r"client=webui .*POST /api/chat .*")
+    assert chats and '" 200 ' in chats[-1], team.nginx.access_log()
 
 
 def test_the_rendered_models_json_is_what_open_webuis_sync_accepts(team):

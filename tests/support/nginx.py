@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -96,6 +97,17 @@ class Nginx:
     def access_log(self) -> str:
         path = self.prefix / "var" / "access.log"
         return path.read_text() if path.exists() else ""
+
+    def wait_access_log(self, pattern: str, count: int = 1, timeout: float = 5.0) -> list[str]:
+        """The matches of `pattern` in the access log once there are `count` of them (or when
+        `timeout` runs out): nginx writes a request's line after sending its response, so a
+        client can read the log before its last request is in it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.findall(pattern, self.access_log())
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
