@@ -14,9 +14,9 @@ median are printed.
 
 The llama.cpp libraries are llama-cpp-python's, or LLAMA_CPP_LIB_PATH's (another build of the
 same version, e.g. one without the patch; its libllama finds ggml by its RUNPATH unless
-LD_LIBRARY_PATH names the same directory): each line names the ggml CPU library it ran. With --threads 1 the time is the
-process's CPU time, which another process on the machine disturbs far less than wall time; with
-more threads it is wall time. One JSON line per point.
+LD_LIBRARY_PATH names the same directory): each line names the ggml CPU library it ran.
+With --threads 1 the time is the process's CPU time, which another process on the machine
+disturbs far less than wall time; with more threads it is wall time. One JSON line per point.
 """
 
 from __future__ import annotations
@@ -94,8 +94,9 @@ def main() -> None:
                 decode(ctx, start, min(512, p - start))
         for n in new:
             times: dict[bool, list[float]] = {fa: [] for fa in ctxs}
+            order = list(ctxs.items())
             for r in range(a.repeats):
-                for fa, ctx in (list(ctxs.items()) if r % 2 == 0 else list(ctxs.items())[::-1]):
+                for fa, ctx in (order if r % 2 == 0 else order[::-1]):
                     times[fa].append(decode(ctx, p, n))
                     L.llama_memory_seq_rm(L.llama_get_memory(ctx), 0, p, -1)
             for fa, ts in times.items():
